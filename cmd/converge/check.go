@@ -1,0 +1,73 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/convergehq/converge/internal/check"
+	"github.com/convergehq/converge/internal/store"
+)
+
+func runCheck(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("check", stderr)
+	dataDir := fs.String("data", "./converge-data", "data directory of a converge dev system (running or stopped)")
+	wait := fs.Duration("wait", 0, "keep checking until every invariant holds or this much time has passed (lets a running system settle)")
+	if err := parseFlags(fs, args, getenv); err != nil {
+		return err
+	}
+	dbs := map[string]string{}
+	for _, name := range []string{"order", "inventory"} {
+		path := filepath.Join(*dataDir, name+".db")
+		if _, err := os.Stat(path); err != nil {
+			return fmt.Errorf("check: no %s database at %s: is --data the directory converge dev uses?", name, path)
+		}
+		dbs[name] = "sqlite:" + path
+	}
+	orders, err := store.Open(ctx, dbs["order"])
+	if err != nil {
+		return fmt.Errorf("check: %w", err)
+	}
+	defer orders.Close()
+	inventory, err := store.Open(ctx, dbs["inventory"])
+	if err != nil {
+		return fmt.Errorf("check: %w", err)
+	}
+	defer inventory.Close()
+
+	deadline := time.Now().Add(*wait)
+	for {
+		results, err := check.Run(ctx, orders.Read, inventory.Read)
+		if err != nil {
+			return err
+		}
+		failed := 0
+		for _, r := range results {
+			if !r.OK {
+				failed++
+			}
+		}
+		if failed == 0 || !time.Now().Before(deadline) {
+			for _, r := range results {
+				verdict := "OK  "
+				if !r.OK {
+					verdict = "FAIL"
+				}
+				fmt.Fprintf(stdout, "%s %s (%s)\n", verdict, r.Name, r.Detail)
+			}
+			if failed > 0 {
+				return errors.New("check: " + fmt.Sprint(failed) + " invariant(s) failed")
+			}
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}

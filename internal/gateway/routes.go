@@ -1,0 +1,28 @@
+package gateway
+
+import (
+	"net/http"
+
+	"github.com/convergehq/converge/internal/web"
+)
+
+// routes is the gateway's whole URL space. The API routes take every method:
+// the services know which they allow and answer 405 themselves.
+func (g *Gateway) routes(transport http.RoundTripper, orders, inventory Upstream) http.Handler {
+	toOrders := g.requireKey(limitBody(g.proxy(transport, orders)))
+	toInventory := g.requireKey(limitBody(g.proxy(transport, inventory)))
+
+	mux := http.NewServeMux()
+	mux.Handle("/api/v1/orders", toOrders)
+	mux.Handle("/api/v1/orders/", toOrders)
+	mux.Handle("/api/v1/inventory", toInventory)
+	mux.Handle("/api/v1/inventory/", toInventory)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		web.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	// The gateway holds no state, so it is ready as soon as it is alive.
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		web.WriteJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	})
+	return withRequestID(web.Handler(mux))
+}

@@ -1,0 +1,89 @@
+// Package inventoryhttp is the inventory service's HTTP API. routes.go is
+// the whole API in one place; the gateway forwards /api/v1/inventory* here.
+package inventoryhttp
+
+import (
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+
+	"github.com/convergehq/converge/internal/health"
+	"github.com/convergehq/converge/internal/inventory"
+	"github.com/convergehq/converge/internal/web"
+)
+
+// Routes returns the inventory service's handler; ready reports whether DB B
+// and the broker are reachable.
+func Routes(svc *inventory.Service, ready health.Check, log *slog.Logger) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("PUT /api/v1/inventory/{sku}", handleSet(svc, log))
+	mux.Handle("GET /api/v1/inventory/{sku}", handleGet(svc, log))
+	mux.Handle("GET /api/v1/inventory", handleList(svc, log))
+	health.Register(mux, ready)
+	return web.Handler(mux)
+}
+
+var statuses = web.Statuses{
+	inventory.ErrNotFound: http.StatusNotFound,
+	inventory.ErrInvalid:  http.StatusBadRequest,
+	inventory.ErrConflict: http.StatusConflict,
+}
+
+// setRequest is the body of PUT /api/v1/inventory/{sku}. A pointer tells a
+// missing on_hand from a zero one.
+type setRequest struct {
+	OnHand *int64 `json:"on_hand"`
+}
+
+func handleSet(svc *inventory.Service, log *slog.Logger) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var req setRequest
+		if err := web.Decode(w, r, &req); err != nil {
+			web.Error(w, r, log, statuses, err)
+			return
+		}
+		if req.OnHand == nil {
+			web.WriteProblem(w, http.StatusBadRequest, "on_hand is required")
+			return
+		}
+		it, err := svc.SetStock(r.Context(), r.PathValue("sku"), *req.OnHand)
+		if err != nil {
+			web.Error(w, r, log, statuses, err)
+			return
+		}
+		web.WriteJSON(w, http.StatusOK, it)
+	})
+}
+
+func handleGet(svc *inventory.Service, log *slog.Logger) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		it, err := svc.Get(r.Context(), r.PathValue("sku"))
+		if err != nil {
+			web.Error(w, r, log, statuses, err)
+			return
+		}
+		web.WriteJSON(w, http.StatusOK, it)
+	})
+}
+
+func handleList(svc *inventory.Service, log *slog.Logger) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		limit := 0
+		if s := q.Get("limit"); s != "" {
+			n, err := strconv.Atoi(s)
+			if err != nil || n < 1 {
+				web.WriteProblem(w, http.StatusBadRequest, fmt.Sprintf("limit must be a whole number from 1 to %d", inventory.MaxLimit))
+				return
+			}
+			limit = n
+		}
+		page, err := svc.List(r.Context(), q.Get("after"), limit)
+		if err != nil {
+			web.Error(w, r, log, statuses, err)
+			return
+		}
+		web.WriteJSON(w, http.StatusOK, page)
+	})
+}

@@ -1,0 +1,221 @@
+package inventory
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/convergehq/converge/internal/events"
+)
+
+// Source is the CloudEvents source of every event inventory emits.
+const Source = "converge/inventory"
+
+// Consumer is the inbox name of the inventory service's consumer.
+const Consumer = "inventory"
+
+// Service runs the inventory use cases.
+type Service struct {
+	store  Store
+	notify func()
+	log    *slog.Logger
+	now    func() time.Time
+}
+
+// NewService returns a service over store; notify is called after every
+// commit that wrote to the outbox.
+func NewService(store Store, notify func(), log *slog.Logger) *Service {
+	return &Service{store: store, notify: notify, log: log, now: time.Now}
+}
+
+// SetStock sets the stock on hand of sku, creating it if needed.
+func (s *Service) SetStock(ctx context.Context, sku string, onHand int64) (Item, error) {
+	if err := ValidateStock(sku, onHand); err != nil {
+		return Item{}, err
+	}
+	var it Item
+	err := s.store.Update(ctx, func(tx Tx) error {
+		var err error
+		it, err = tx.SetOnHand(ctx, sku, onHand, s.now().UTC())
+		return err
+	})
+	if err != nil {
+		return Item{}, fmt.Errorf("set stock of %s: %w", sku, err)
+	}
+	return it, nil
+}
+
+// Get returns the stock of one SKU.
+func (s *Service) Get(ctx context.Context, sku string) (Item, error) {
+	it, err := s.store.Get(ctx, sku)
+	if err != nil {
+		return Item{}, fmt.Errorf("get stock of %s: %w", sku, err)
+	}
+	return it, nil
+}
+
+// Page is one page of a listing; Next is the cursor of the next page.
+type Page struct {
+	Items []Item `json:"items"`
+	Next  string `json:"next"`
+}
+
+// Limits of a listing page.
+const (
+	DefaultLimit = 50
+	MaxLimit     = 500
+)
+
+// List returns a page of stock items after the SKU after.
+func (s *Service) List(ctx context.Context, after string, limit int) (Page, error) {
+	if limit == 0 {
+		limit = DefaultLimit
+	}
+	if limit < 1 || limit > MaxLimit {
+		return Page{}, fmt.Errorf("%w: limit must be 1 to %d, got %d", ErrInvalid, MaxLimit, limit)
+	}
+	items, err := s.store.List(ctx, after, limit+1)
+	if err != nil {
+		return Page{}, fmt.Errorf("list stock: %w", err)
+	}
+	p := Page{Items: items}
+	if len(items) > limit {
+		p.Items = items[:limit]
+		p.Next = p.Items[limit-1].SKU
+	}
+	if p.Items == nil {
+		p.Items = []Item{}
+	}
+	return p, nil
+}
+
+// Apply applies one event from the order service, at most once (inbox), in
+// one transaction with the reply it emits (outbox).
+func (s *Service) Apply(ctx context.Context, e events.Envelope) error {
+	var apply func(ctx context.Context, tx Tx, now time.Time) error
+	switch e.Type {
+	case events.OrderCreated:
+		var d events.OrderCreatedData
+		if err := e.DecodeData(&d); err != nil {
+			return err
+		}
+		apply = func(ctx context.Context, tx Tx, now time.Time) error {
+			return s.reserve(ctx, tx, d, e.TraceParent, now)
+		}
+	case events.OrderCancelled:
+		var d events.OrderCancelledData
+		if err := e.DecodeData(&d); err != nil {
+			return err
+		}
+		apply = func(ctx context.Context, tx Tx, now time.Time) error {
+			return s.release(ctx, tx, d.OrderID, e.TraceParent, now)
+		}
+	default:
+		return fmt.Errorf("%w: the inventory service does not consume %s", events.ErrUnknown, e.Type)
+	}
+	emitted := false
+	err := s.store.Update(ctx, func(tx Tx) error {
+		fresh, err := tx.Claim(ctx, e)
+		if err != nil || !fresh {
+			return err
+		}
+		emitted = true
+		return apply(ctx, tx, s.now().UTC())
+	})
+	if err != nil {
+		return fmt.Errorf("apply %s %s for order %s: %w", e.Type, e.ID, e.Subject, err)
+	}
+	if emitted {
+		s.notify()
+	}
+	return nil
+}
+
+// reserve reserves every item of the order or none, and emits the answer.
+func (s *Service) reserve(ctx context.Context, tx Tx, d events.OrderCreatedData, trace string, now time.Time) error {
+	if _, found, err := tx.Reservation(ctx, d.OrderID); err != nil || found {
+		// Decided before, or cancelled before it arrived: nothing to do.
+		return err
+	}
+	if len(d.Items) == 0 {
+		return fmt.Errorf("%w: order %s has no items", events.ErrMalformed, d.OrderID)
+	}
+	// Sorted, so that concurrent transactions on a row-locking database
+	// take SKU locks in one order and cannot deadlock.
+	items := slices.Clone(d.Items)
+	slices.SortFunc(items, func(a, b events.Item) int { return strings.Compare(a.SKU, b.SKU) })
+	skus := make([]string, len(items))
+	for i, it := range items {
+		if it.Quantity < 1 {
+			return fmt.Errorf("%w: order %s: quantity %d of %s", events.ErrMalformed, d.OrderID, it.Quantity, it.SKU)
+		}
+		skus[i] = it.SKU
+	}
+	stock, err := tx.Stock(ctx, skus)
+	if err != nil {
+		return err
+	}
+	reason := ""
+	for _, it := range items {
+		st, ok := stock[it.SKU]
+		if !ok {
+			reason = events.ReasonUnknownSKU
+			break
+		}
+		if st.Available < int64(it.Quantity) {
+			reason = events.ReasonInsufficientStock
+		}
+	}
+	if reason == "" {
+		for _, it := range items {
+			if err := tx.Reserve(ctx, it.SKU, it.Quantity, now); err != nil {
+				return err
+			}
+		}
+		if err := tx.PutReservation(ctx, Reservation{OrderID: d.OrderID, Status: Active, Items: items}, now); err != nil {
+			return err
+		}
+		return s.emit(ctx, tx, events.StockReserved, d.OrderID, events.StockReservedData{OrderID: d.OrderID, Items: d.Items}, trace, now)
+	}
+	if err := tx.PutReservation(ctx, Reservation{OrderID: d.OrderID, Status: Refused, Reason: reason}, now); err != nil {
+		return err
+	}
+	return s.emit(ctx, tx, events.StockRejected, d.OrderID, events.StockRejectedData{OrderID: d.OrderID, Reason: reason}, trace, now)
+}
+
+// release gives back what the order holds. A cancel that overtakes the
+// order's creation leaves a marker, so the creation reserves nothing.
+func (s *Service) release(ctx context.Context, tx Tx, orderID, trace string, now time.Time) error {
+	r, found, err := tx.Reservation(ctx, orderID)
+	if err != nil {
+		return err
+	}
+	if !found {
+		return tx.PutReservation(ctx, Reservation{OrderID: orderID, Status: Cancelled}, now)
+	}
+	if r.Status != Active {
+		return nil
+	}
+	for _, it := range r.Items {
+		if err := tx.Release(ctx, it.SKU, it.Quantity, now); err != nil {
+			return err
+		}
+	}
+	r.Status = Released
+	if err := tx.PutReservation(ctx, r, now); err != nil {
+		return err
+	}
+	return s.emit(ctx, tx, events.StockReleased, orderID, events.StockReleasedData{OrderID: orderID}, trace, now)
+}
+
+func (s *Service) emit(ctx context.Context, tx Tx, t events.Type, orderID string, data any, trace string, now time.Time) error {
+	e, err := events.New(Source, t, orderID, data, now)
+	if err != nil {
+		return err
+	}
+	e.TraceParent = trace
+	return tx.Emit(ctx, e)
+}

@@ -1,0 +1,119 @@
+package orderhttp
+
+import (
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/convergehq/converge/internal/order"
+	"github.com/convergehq/converge/internal/web"
+)
+
+func handlePlace(svc *order.Service, log *slog.Logger) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		key := r.Header.Get("Idempotency-Key")
+		if !validKey(key) {
+			web.WriteProblem(w, http.StatusBadRequest, "Idempotency-Key must be 1 to 255 visible ASCII characters")
+			return
+		}
+		var in order.PlaceInput
+		if err := web.Decode(w, r, &in); err != nil {
+			web.Error(w, r, log, statuses, err)
+			return
+		}
+		o, created, err := svc.Place(r.Context(), in, key, r.Header.Get("traceparent"))
+		if err != nil {
+			web.Error(w, r, log, statuses, err)
+			return
+		}
+		w.Header().Set("Location", "/api/v1/orders/"+o.ID)
+		if !created {
+			w.Header().Set("Idempotent-Replayed", "true")
+		}
+		web.WriteJSON(w, http.StatusAccepted, o)
+	})
+}
+
+func handleGet(svc *order.Service, log *slog.Logger) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := r.PathValue("id")
+		var (
+			o   order.Order
+			err error
+		)
+		if s := r.URL.Query().Get("wait"); s != "" {
+			d, perr := time.ParseDuration(s)
+			if perr != nil || d < 0 || d > order.MaxWait {
+				web.WriteProblem(w, http.StatusBadRequest, fmt.Sprintf("wait must be a duration from 0s to %s, such as 5s", order.MaxWait))
+				return
+			}
+			o, err = svc.Wait(r.Context(), id, d)
+		} else {
+			o, err = svc.Get(r.Context(), id)
+		}
+		if err != nil {
+			web.Error(w, r, log, statuses, err)
+			return
+		}
+		web.WriteJSON(w, http.StatusOK, o)
+	})
+}
+
+func handleList(svc *order.Service, log *slog.Logger) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		f := order.Filter{CustomerID: q.Get("customer_id"), After: q.Get("after")}
+		if s := q.Get("status"); s != "" {
+			st, err := order.ParseStatus(s)
+			if err != nil {
+				web.Error(w, r, log, statuses, err)
+				return
+			}
+			f.Status = st
+		}
+		if s := q.Get("limit"); s != "" {
+			n, err := strconv.Atoi(s)
+			if err != nil || n < 1 {
+				web.WriteProblem(w, http.StatusBadRequest, fmt.Sprintf("limit must be a whole number from 1 to %d", order.MaxLimit))
+				return
+			}
+			f.Limit = n
+		}
+		page, err := svc.List(r.Context(), f)
+		if err != nil {
+			web.Error(w, r, log, statuses, err)
+			return
+		}
+		web.WriteJSON(w, http.StatusOK, page)
+	})
+}
+
+func handleCancel(svc *order.Service, log *slog.Logger) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		o, changed, err := svc.Cancel(r.Context(), r.PathValue("id"), r.Header.Get("traceparent"))
+		if err != nil {
+			web.Error(w, r, log, statuses, err)
+			return
+		}
+		status := http.StatusOK // already cancelled: nothing happened
+		if changed {
+			status = http.StatusAccepted // the release of stock follows
+		}
+		web.WriteJSON(w, status, o)
+	})
+}
+
+// validKey accepts no key, or 1..255 visible ASCII characters.
+func validKey(k string) bool {
+	if len(k) > 255 {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		if k[i] < 0x21 || k[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}

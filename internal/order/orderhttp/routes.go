@@ -1,0 +1,32 @@
+// Package orderhttp is the order service's HTTP API. routes.go is the whole
+// API in one place; the gateway forwards /api/v1/orders* here.
+package orderhttp
+
+import (
+	"log/slog"
+	"net/http"
+
+	"github.com/convergehq/converge/internal/health"
+	"github.com/convergehq/converge/internal/order"
+	"github.com/convergehq/converge/internal/web"
+)
+
+// Routes returns the order service's handler; ready reports whether DB A
+// and the broker are reachable.
+func Routes(svc *order.Service, ready health.Check, log *slog.Logger) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("POST /api/v1/orders", handlePlace(svc, log))
+	mux.Handle("GET /api/v1/orders", handleList(svc, log))
+	mux.Handle("GET /api/v1/orders/{id}", handleGet(svc, log))
+	mux.Handle("POST /api/v1/orders/{id}/cancel", handleCancel(svc, log))
+	health.Register(mux, ready)
+	return web.Handler(mux)
+}
+
+// statuses maps the domain's errors to HTTP statuses.
+var statuses = web.Statuses{
+	order.ErrNotFound:            http.StatusNotFound,
+	order.ErrInvalid:             http.StatusBadRequest,
+	order.ErrConflict:            http.StatusConflict,
+	order.ErrIdempotencyMismatch: http.StatusUnprocessableEntity,
+}

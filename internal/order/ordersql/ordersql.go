@@ -1,0 +1,197 @@
+// Package ordersql stores orders in DB A with plain SQL. The outbox and
+// inbox tables live in the same database, so an order change and its events
+// commit together.
+package ordersql
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"strings"
+	"time"
+
+	"github.com/convergehq/converge/internal/events"
+	"github.com/convergehq/converge/internal/inbox"
+	"github.com/convergehq/converge/internal/order"
+	"github.com/convergehq/converge/internal/outbox"
+	"github.com/convergehq/converge/internal/store"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Store implements order.Store on a store.DB.
+type Store struct {
+	db *store.DB
+}
+
+var _ order.Store = (*Store)(nil)
+
+// Open migrates db (orders, outbox, inbox) and returns a Store over it.
+func Open(ctx context.Context, db *store.DB) (*Store, error) {
+	sub, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range []struct {
+		name string
+		fs   fs.FS
+	}{{"order", sub}, {"outbox", outbox.Migrations()}, {"inbox", inbox.Migrations()}} {
+		if err := db.Migrate(ctx, m.name, m.fs); err != nil {
+			return nil, err
+		}
+	}
+	return &Store{db: db}, nil
+}
+
+const columns = `id, customer_id, status, reason, items, created_at, updated_at`
+
+// Get implements order.Store.
+func (s *Store) Get(ctx context.Context, id string) (order.Order, error) {
+	return get(ctx, s.db.Read, id)
+}
+
+// List implements order.Store.
+func (s *Store) List(ctx context.Context, f order.Filter) ([]order.Order, error) {
+	var (
+		where []string
+		args  []any
+	)
+	add := func(cond string, v any) {
+		args = append(args, v)
+		where = append(where, fmt.Sprintf(cond, len(args)))
+	}
+	if f.CustomerID != "" {
+		add("customer_id = $%d", f.CustomerID)
+	}
+	if f.Status != "" {
+		add("status = $%d", string(f.Status))
+	}
+	if f.After != "" {
+		add("id > $%d", f.After)
+	}
+	q := `SELECT ` + columns + ` FROM orders`
+	if len(where) > 0 {
+		q += ` WHERE ` + strings.Join(where, " AND ")
+	}
+	args = append(args, f.Limit)
+	q += fmt.Sprintf(` ORDER BY id LIMIT $%d`, len(args))
+	rows, err := s.db.Read.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list orders: %w", err)
+	}
+	defer rows.Close()
+	var out []order.Order
+	for rows.Next() {
+		o, err := scan(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, o)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list orders: %w", err)
+	}
+	return out, nil
+}
+
+// Update implements order.Store.
+func (s *Store) Update(ctx context.Context, fn func(order.Tx) error) error {
+	return s.db.InTx(ctx, func(tx *sql.Tx) error { return fn(&txn{tx: tx}) })
+}
+
+// txn implements order.Tx.
+type txn struct {
+	tx *sql.Tx
+}
+
+func (t *txn) Get(ctx context.Context, id string) (order.Order, error) { return get(ctx, t.tx, id) }
+
+func (t *txn) Idempotency(ctx context.Context, key string) (orderID, hash string, found bool, err error) {
+	err = t.tx.QueryRowContext(ctx, `SELECT order_id, request_hash FROM idempotency_keys WHERE key = $1`, key).Scan(&orderID, &hash)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", "", false, nil
+	}
+	if err != nil {
+		return "", "", false, fmt.Errorf("idempotency key %q: %w", key, err)
+	}
+	return orderID, hash, true, nil
+}
+
+func (t *txn) Create(ctx context.Context, o order.Order, key, hash string) error {
+	items, err := json.Marshal(o.Items)
+	if err != nil {
+		return fmt.Errorf("create order %s: %w", o.ID, err)
+	}
+	if _, err := t.tx.ExecContext(ctx, `INSERT INTO orders (`+columns+`) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+		o.ID, o.CustomerID, string(o.Status), o.Reason, string(items), o.CreatedAt.UnixMicro(), o.UpdatedAt.UnixMicro()); err != nil {
+		return fmt.Errorf("create order %s: %w", o.ID, err)
+	}
+	if key == "" {
+		return nil
+	}
+	_, err = t.tx.ExecContext(ctx, `INSERT INTO idempotency_keys (key, request_hash, order_id, created_at) VALUES ($1, $2, $3, $4)`,
+		key, hash, o.ID, o.CreatedAt.UnixMicro())
+	if store.IsUniqueViolation(err) {
+		return fmt.Errorf("create order %s: %w", o.ID, order.ErrKeyTaken)
+	}
+	if err != nil {
+		return fmt.Errorf("create order %s: idempotency key: %w", o.ID, err)
+	}
+	return nil
+}
+
+func (t *txn) SetStatus(ctx context.Context, id string, st order.Status, reason string, at time.Time) error {
+	// left_pending_at keeps the first time the order left PENDING, for the
+	// convergence-lag metric.
+	res, err := t.tx.ExecContext(ctx, `UPDATE orders SET status = $1, reason = $2, updated_at = $3,
+		left_pending_at = COALESCE(left_pending_at, $3) WHERE id = $4`,
+		string(st), reason, at.UnixMicro(), id)
+	if err != nil {
+		return fmt.Errorf("set order %s %s: %w", id, st, err)
+	}
+	if n, err := res.RowsAffected(); err != nil || n != 1 {
+		return fmt.Errorf("set order %s %s: %w", id, st, errors.Join(order.ErrNotFound, err))
+	}
+	return nil
+}
+
+func (t *txn) Claim(ctx context.Context, e events.Envelope) (bool, error) {
+	return inbox.Claim(ctx, t.tx, order.Consumer, e)
+}
+
+func (t *txn) Emit(ctx context.Context, e events.Envelope) error { return outbox.Add(ctx, t.tx, e) }
+
+type queryer interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+func get(ctx context.Context, q queryer, id string) (order.Order, error) {
+	o, err := scan(q.QueryRowContext(ctx, `SELECT `+columns+` FROM orders WHERE id = $1`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return order.Order{}, fmt.Errorf("%w: %s", order.ErrNotFound, id)
+	}
+	return o, err
+}
+
+func scan(row interface{ Scan(...any) error }) (order.Order, error) {
+	var (
+		o                order.Order
+		status, items    string
+		created, updated int64
+	)
+	if err := row.Scan(&o.ID, &o.CustomerID, &status, &o.Reason, &items, &created, &updated); err != nil {
+		return order.Order{}, err
+	}
+	o.Status = order.Status(status)
+	o.CreatedAt = time.UnixMicro(created).UTC()
+	o.UpdatedAt = time.UnixMicro(updated).UTC()
+	if err := json.Unmarshal([]byte(items), &o.Items); err != nil {
+		return order.Order{}, fmt.Errorf("order %s items: %w", o.ID, err)
+	}
+	return o, nil
+}

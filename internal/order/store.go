@@ -1,0 +1,44 @@
+package order
+
+import (
+	"context"
+	"time"
+
+	"github.com/convergehq/converge/internal/events"
+)
+
+// Store is DB A as the service needs it. ordersql implements it on SQL;
+// ordercache fronts it with cache A.
+type Store interface {
+	// Get reads one order outside any transaction.
+	Get(ctx context.Context, id string) (Order, error)
+	// List reads orders in id order (ids are time-ordered) after f.After.
+	List(ctx context.Context, f Filter) ([]Order, error)
+	// Update runs fn in one transaction and commits it if fn returns nil.
+	Update(ctx context.Context, fn func(Tx) error) error
+}
+
+// Tx is what a use case may do inside one transaction: change orders, and
+// record the events it consumed (inbox) and produced (outbox) atomically
+// with those changes.
+type Tx interface {
+	Get(ctx context.Context, id string) (Order, error)
+	// Idempotency returns the order and request hash stored under key.
+	Idempotency(ctx context.Context, key string) (orderID, requestHash string, found bool, err error)
+	// Create stores o, and key -> o.ID when key is not empty. It returns
+	// ErrKeyTaken if key is stored already.
+	Create(ctx context.Context, o Order, key, requestHash string) error
+	SetStatus(ctx context.Context, id string, s Status, reason string, at time.Time) error
+	// Claim records e in the inbox; false means it was applied before.
+	Claim(ctx context.Context, e events.Envelope) (bool, error)
+	// Emit adds e to the outbox.
+	Emit(ctx context.Context, e events.Envelope) error
+}
+
+// Filter selects orders to list.
+type Filter struct {
+	CustomerID string
+	Status     Status
+	After      string
+	Limit      int
+}

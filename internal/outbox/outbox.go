@@ -1,0 +1,45 @@
+// Package outbox makes "change the database and publish an event" atomic.
+// A service calls Add inside the transaction that makes the change; the
+// Relay publishes committed rows to the broker, awaiting each
+// acknowledgement, and marks them published only then.
+package outbox
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"time"
+
+	"github.com/convergehq/converge/internal/events"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Migrations is the outbox table's schema, applied with store.DB.Migrate.
+func Migrations() fs.FS {
+	sub, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		panic(err) // the embedded path is fixed at build time
+	}
+	return sub
+}
+
+// Add writes e to the outbox as part of tx. The event is published only if
+// tx commits.
+func Add(ctx context.Context, tx *sql.Tx, e events.Envelope) error {
+	payload, err := json.Marshal(e)
+	if err != nil {
+		return fmt.Errorf("outbox add %s: %w", e.Type, err)
+	}
+	_, err = tx.ExecContext(ctx, `INSERT INTO outbox (event_id, event_type, subject, payload, traceparent, created_at)
+		VALUES ($1, $2, $3, $4, $5, $6)`,
+		e.ID, string(e.Type), e.BrokerSubject(), payload, e.TraceParent, time.Now().UnixMicro())
+	if err != nil {
+		return fmt.Errorf("outbox add %s %s: %w", e.Type, e.ID, err)
+	}
+	return nil
+}

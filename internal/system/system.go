@@ -1,0 +1,301 @@
+// Package system assembles converge's roles — load balancer, API gateways,
+// order service, inventory service and an embedded NATS JetStream broker —
+// into one running system on one machine, and takes it down again in the
+// reverse order. `converge dev` is a thin command over it; the end-to-end
+// and fault tests drive it the same way.
+package system
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/convergehq/converge/internal/broker"
+	"github.com/convergehq/converge/internal/events"
+	"github.com/convergehq/converge/internal/gateway"
+	"github.com/convergehq/converge/internal/lb"
+)
+
+// Config is everything `converge dev` can be told.
+type Config struct {
+	Addr       string        // load balancer listen address
+	DataDir    string        // SQLite files and the broker's store live here
+	APIKey     string        // empty: read DataDir/api-key, or generate and keep one
+	Seed       bool          // seed a demo catalogue into a new inventory database
+	Gateways   int           // API gateway instances behind the load balancer
+	BrokerPort int           // embedded NATS port; 0 picks a free one
+	BrokerSync bool          // fsync every broker write (the durable default)
+	CacheTTL   time.Duration // upper bound on a cached read's staleness
+}
+
+// DefaultConfig is what `converge dev` runs with when given no flags.
+func DefaultConfig() Config {
+	return Config{
+		Addr:       "127.0.0.1:8080",
+		DataDir:    "./converge-data",
+		Seed:       true,
+		Gateways:   2,
+		BrokerPort: 4223,
+		BrokerSync: true,
+		CacheTTL:   5 * time.Second,
+	}
+}
+
+// Timeouts the gateways apply per upstream. Orders allow for ?wait=30s.
+const (
+	orderTimeout     = 35 * time.Second
+	inventoryTimeout = 10 * time.Second
+)
+
+// System is a running converge.
+type System struct {
+	cfg Config
+	log *slog.Logger
+
+	LBURL        string
+	GatewayURLs  []string
+	OrderURL     string
+	InventoryURL string
+	BrokerURL    string
+	APIKey       string
+
+	brokerMu  sync.Mutex
+	brokerSrv *broker.Server
+
+	order     *serviceRole
+	inventory *serviceRole
+	gateways  []*http.Server
+	lbServer  *http.Server
+
+	failed chan error // a role that stopped on its own
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// Start brings up the broker, the two services, the gateways and the load
+// balancer, in that order. On error, what was started is stopped again.
+func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *System, err error) {
+	if cfg.Gateways < 1 {
+		return nil, fmt.Errorf("need at least 1 gateway, got %d", cfg.Gateways)
+	}
+	if cfg.CacheTTL <= 0 {
+		return nil, fmt.Errorf("cache TTL must be positive, got %s", cfg.CacheTTL)
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
+	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s := &System{cfg: cfg, log: log, cancel: cancel, failed: make(chan error, 4)}
+	defer func() {
+		if err != nil {
+			shutdownCtx, done := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			defer done()
+			_ = s.Shutdown(shutdownCtx) // the start error is the one to report
+		}
+	}()
+
+	if s.APIKey, err = apiKey(cfg); err != nil {
+		return nil, err
+	}
+	if err := s.StartBroker(); err != nil {
+		return nil, err
+	}
+	if err := ensureStreams(ctx, s.BrokerURL, log); err != nil {
+		return nil, err
+	}
+
+	invDB := filepath.Join(cfg.DataDir, "inventory.db")
+	_, statErr := os.Stat(invDB)
+	firstStart := errors.Is(statErr, os.ErrNotExist)
+	inv, invSvc, err := startInventory(ctx, bg, roleConfig{db: "sqlite:" + invDB, broker: s.BrokerURL, cacheTTL: cfg.CacheTTL}, log, s.failed)
+	if err != nil {
+		return nil, err
+	}
+	s.inventory, s.InventoryURL = inv, inv.url
+	if cfg.Seed && firstStart {
+		if err := seed(ctx, invSvc); err != nil {
+			return nil, err
+		}
+	}
+	ord, err := startOrder(ctx, bg, roleConfig{db: "sqlite:" + filepath.Join(cfg.DataDir, "order.db"), broker: s.BrokerURL, cacheTTL: cfg.CacheTTL}, log, s.failed)
+	if err != nil {
+		return nil, err
+	}
+	s.order, s.OrderURL = ord, ord.url
+
+	orderURL, _ := url.Parse(s.OrderURL)
+	invURL, _ := url.Parse(s.InventoryURL)
+	var backends []*url.URL
+	for i := range cfg.Gateways {
+		gw, err := gateway.New(gateway.Config{
+			APIKey:    s.APIKey,
+			Orders:    gateway.Upstream{Name: "order", URL: orderURL, Timeout: orderTimeout},
+			Inventory: gateway.Upstream{Name: "inventory", URL: invURL, Timeout: inventoryTimeout},
+		}, log.With("role", "gateway", "instance", i+1))
+		if err != nil {
+			return nil, err
+		}
+		srv, addr, err := serve("127.0.0.1:0", gw, s.failed)
+		if err != nil {
+			return nil, fmt.Errorf("gateway %d: %w", i+1, err)
+		}
+		s.gateways = append(s.gateways, srv)
+		s.GatewayURLs = append(s.GatewayURLs, "http://"+addr)
+		u, _ := url.Parse("http://" + addr)
+		backends = append(backends, u)
+	}
+
+	bal, err := lb.New(lb.Config{Backends: backends}, log.With("role", "lb"))
+	if err != nil {
+		return nil, err
+	}
+	s.wg.Go(func() { bal.Run(bg) })
+	srv, addr, err := serve(cfg.Addr, bal, s.failed)
+	if err != nil {
+		return nil, fmt.Errorf("load balancer: %w", err)
+	}
+	s.lbServer, s.LBURL = srv, "http://"+addr
+	return s, nil
+}
+
+// Failed delivers the error of a role that stopped by itself; the caller
+// should then shut the system down.
+func (s *System) Failed() <-chan error { return s.failed }
+
+// Shutdown stops the roles in the reverse order of start: the load balancer
+// drains, then the gateways, then each service stops taking requests,
+// finishes the batch it is consuming, flushes its outbox and closes its
+// database; the broker goes last.
+func (s *System) Shutdown(ctx context.Context) error {
+	var errs []error
+	if s.lbServer != nil {
+		errs = append(errs, s.lbServer.Shutdown(ctx))
+	}
+	s.cancel()
+	for _, gw := range s.gateways {
+		errs = append(errs, gw.Shutdown(ctx))
+	}
+	var wg sync.WaitGroup
+	for _, r := range []*serviceRole{s.order, s.inventory} {
+		if r != nil {
+			wg.Go(func() {
+				if err := r.shutdown(ctx); err != nil {
+					s.log.Error("shutdown", "role", r.name, "err", err)
+				}
+			})
+		}
+	}
+	wg.Wait()
+	s.wg.Wait()
+	s.StopBroker()
+	return errors.Join(errs...)
+}
+
+// StartBroker starts the embedded broker, on the port it had before if it
+// ran already. Fault tests call it after StopBroker.
+func (s *System) StartBroker() error {
+	s.brokerMu.Lock()
+	defer s.brokerMu.Unlock()
+	if s.brokerSrv != nil {
+		return nil
+	}
+	port := s.cfg.BrokerPort
+	if s.BrokerURL != "" { // a restart: keep the address clients reconnect to
+		u, _ := url.Parse(s.BrokerURL)
+		fmt.Sscan(u.Port(), &port)
+	}
+	srv, err := broker.StartServer(broker.ServerConfig{
+		Dir:    filepath.Join(s.cfg.DataDir, "broker"),
+		Port:   port,
+		NoSync: !s.cfg.BrokerSync,
+	}, s.log.With("role", "broker"))
+	if err != nil {
+		return fmt.Errorf("broker: %w", err)
+	}
+	s.brokerSrv, s.BrokerURL = srv, srv.ClientURL()
+	return nil
+}
+
+// StopBroker shuts the embedded broker down; the services keep accepting
+// orders into their outboxes and reconnect when it is back.
+func (s *System) StopBroker() {
+	s.brokerMu.Lock()
+	defer s.brokerMu.Unlock()
+	if s.brokerSrv != nil {
+		s.brokerSrv.Shutdown()
+		s.brokerSrv = nil
+	}
+}
+
+// KillGateway closes gateway instance i at once, dropping its connections,
+// as a crash would. Fault tests use it.
+func (s *System) KillGateway(i int) error { return s.gateways[i].Close() }
+
+func ensureStreams(ctx context.Context, url string, log *slog.Logger) error {
+	conn, err := broker.Connect(ctx, url, "converge-setup", log)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	for _, sc := range []broker.StreamConfig{
+		{Name: events.OrdersStream, Subjects: []string{events.OrdersSubjects}},
+		{Name: events.InventoryStream, Subjects: []string{events.InventorySubjects}},
+		{Name: events.DeadLetterStream, Subjects: []string{events.DeadLetterSubject}},
+	} {
+		if err := conn.EnsureStream(ctx, sc); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// apiKey returns the configured key, or the one kept in the data directory,
+// or a new one that is then kept there, so a restart keeps the same key.
+func apiKey(cfg Config) (string, error) {
+	if cfg.APIKey != "" {
+		return cfg.APIKey, nil
+	}
+	path := filepath.Join(cfg.DataDir, "api-key")
+	b, err := os.ReadFile(path)
+	if err == nil && strings.TrimSpace(string(b)) != "" {
+		return strings.TrimSpace(string(b)), nil
+	}
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("read API key: %w", err)
+	}
+	key := "cvg_" + rand.Text()
+	if err := os.WriteFile(path, []byte(key+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("keep API key: %w", err)
+	}
+	return key, nil
+}
+
+// serve starts an HTTP server on addr and returns it with the address it
+// got. A server that stops with an error other than a shutdown reports it
+// on failed.
+func serve(addr string, h http.Handler, failed chan<- error) (*http.Server, string, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, "", err
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 2 * time.Minute}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			select {
+			case failed <- fmt.Errorf("serve %s: %w", ln.Addr(), err):
+			default:
+			}
+		}
+	}()
+	return srv, ln.Addr().String(), nil
+}

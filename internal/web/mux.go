@@ -1,0 +1,54 @@
+package web
+
+import (
+	"fmt"
+	"net/http"
+)
+
+// Handler serves mux, but answers an unknown route (404) or a wrong method
+// (405, with its Allow header) as problem+json instead of ServeMux's plain
+// text.
+func Handler(mux *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h, pattern := mux.Handler(r)
+		if pattern != "" {
+			mux.ServeHTTP(w, r)
+			return
+		}
+		rec := &statusRecorder{header: http.Header{}}
+		h.ServeHTTP(rec, r)
+		switch rec.status {
+		case http.StatusMethodNotAllowed:
+			w.Header().Set("Allow", rec.header.Get("Allow"))
+			WriteProblem(w, rec.status, fmt.Sprintf("method %s is not allowed on %s", r.Method, r.URL.Path))
+		case http.StatusNotFound, 0:
+			NotFound(w, r)
+		default:
+			// A redirect ServeMux chose (a cleaned path, a trailing slash).
+			for k, v := range rec.header {
+				w.Header()[k] = v
+			}
+			w.WriteHeader(rec.status)
+		}
+	})
+}
+
+// statusRecorder keeps the status and headers ServeMux's fallback handlers
+// write, and drops their plain-text bodies.
+type statusRecorder struct {
+	header http.Header
+	status int
+}
+
+func (s *statusRecorder) Header() http.Header { return s.header }
+func (s *statusRecorder) Write(p []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	return len(p), nil
+}
+func (s *statusRecorder) WriteHeader(status int) {
+	if s.status == 0 {
+		s.status = status
+	}
+}

@@ -1,0 +1,129 @@
+// Package web holds what every HTTP handler of converge shares: JSON decoding
+// with limits, RFC 9457 problem+json responses, and the one place where an
+// error becomes a status code.
+package web
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"strings"
+)
+
+// MaxBody is the largest request body any endpoint accepts.
+const MaxBody = 1 << 20
+
+// Problem is an RFC 9457 problem detail.
+type Problem struct {
+	Type     string `json:"type"`
+	Title    string `json:"title"`
+	Status   int    `json:"status"`
+	Detail   string `json:"detail,omitempty"`
+	Instance string `json:"instance,omitempty"`
+}
+
+// WriteProblem answers with an application/problem+json body.
+func WriteProblem(w http.ResponseWriter, status int, detail string) {
+	p := Problem{
+		Type:   "about:blank",
+		Title:  http.StatusText(status),
+		Status: status,
+		Detail: detail,
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(p) // the client has gone if this fails; nothing left to tell it
+}
+
+// WriteJSON answers with a JSON body.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v) // the client has gone if this fails; nothing left to tell it
+}
+
+// StatusError carries the status a request error should be answered with.
+// Decode returns it; handlers rarely build one themselves.
+type StatusError struct {
+	Status int
+	Err    error
+}
+
+func (e *StatusError) Error() string { return e.Err.Error() }
+func (e *StatusError) Unwrap() error { return e.Err }
+
+// Decode reads one JSON object from the request body into dst. It refuses a
+// content type other than JSON (415), a body over MaxBody (413), unknown
+// fields, trailing data and malformed JSON (400).
+func Decode(w http.ResponseWriter, r *http.Request, dst any) error {
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
+			return &StatusError{http.StatusUnsupportedMediaType, fmt.Errorf("content type %q is not application/json", ct)}
+		}
+	} else {
+		return &StatusError{http.StatusUnsupportedMediaType, errors.New("content type must be application/json")}
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(dst); err != nil {
+		var tooBig *http.MaxBytesError
+		var syntax *json.SyntaxError
+		var typ *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &tooBig):
+			return &StatusError{http.StatusRequestEntityTooLarge, fmt.Errorf("body is larger than %d bytes", MaxBody)}
+		case errors.Is(err, io.EOF):
+			return &StatusError{http.StatusBadRequest, errors.New("body is empty")}
+		case errors.As(err, &syntax):
+			return &StatusError{http.StatusBadRequest, fmt.Errorf("malformed JSON at byte %d", syntax.Offset)}
+		case errors.As(err, &typ):
+			return &StatusError{http.StatusBadRequest, fmt.Errorf("field %q must be %s", typ.Field, typ.Type)}
+		case strings.HasPrefix(err.Error(), "json: unknown field"):
+			return &StatusError{http.StatusBadRequest, fmt.Errorf("unknown field %s", strings.TrimPrefix(err.Error(), "json: unknown field "))}
+		default:
+			return &StatusError{http.StatusBadRequest, fmt.Errorf("malformed JSON: %w", err)}
+		}
+	}
+	if err := dec.Decode(&struct{}{}); !errors.Is(err, io.EOF) {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return &StatusError{http.StatusRequestEntityTooLarge, fmt.Errorf("body is larger than %d bytes", MaxBody)}
+		}
+		return &StatusError{http.StatusBadRequest, errors.New("body must hold a single JSON object")}
+	}
+	return nil
+}
+
+// Statuses maps a service's sentinel errors to the status they are answered
+// with. Each service declares its own; Error walks it with errors.Is.
+type Statuses map[error]int
+
+// Error answers err as problem+json. A *StatusError or an error in statuses
+// gets its status and its message; anything else is a 500 whose detail says
+// nothing of the internals, and is logged.
+func Error(w http.ResponseWriter, r *http.Request, log *slog.Logger, statuses Statuses, err error) {
+	var se *StatusError
+	if errors.As(err, &se) {
+		WriteProblem(w, se.Status, se.Error())
+		return
+	}
+	for target, status := range statuses {
+		if errors.Is(err, target) {
+			WriteProblem(w, status, err.Error())
+			return
+		}
+	}
+	log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	WriteProblem(w, http.StatusInternalServerError, "internal error; see the service log")
+}
+
+// NotFound answers unknown routes with problem+json.
+func NotFound(w http.ResponseWriter, r *http.Request) {
+	WriteProblem(w, http.StatusNotFound, fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path))
+}
