@@ -1,0 +1,478 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// ErrPermanent marks a handler error that retrying cannot fix.
+var ErrPermanent = errors.New("permanent")
+
+// Permanent wraps err so that errors.Is(result, ErrPermanent) holds and the
+// delivery is dead-lettered without further retries. errors.Is and
+// errors.As still see err itself.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("%w: %w", ErrPermanent, err)
+}
+
+// Headers of a dead-lettered copy, besides the original's own headers.
+const (
+	HeaderError           = "Converge-Error"
+	HeaderOriginalSubject = "Converge-Original-Subject"
+	HeaderOriginalStream  = "Converge-Original-Stream"
+	HeaderOriginalSeq     = "Converge-Original-Seq"
+	HeaderOriginalMsgID   = "Converge-Original-Msg-Id" // the original Nats-Msg-Id
+	HeaderDeliveries      = "Converge-Deliveries"
+	HeaderDeadLetteredAt  = "Converge-Dead-Lettered-At" // RFC 3339, UTC
+)
+
+const (
+	defaultBatch            = 64
+	defaultMaxDeliver       = 6
+	defaultAckWait          = 30 * time.Second
+	deadLetterSubjectPrefix = "dlq."
+	// maxErrorHeaderLen keeps a huge error text from pushing the copy over
+	// the server's max payload, which would make it impossible to dead-letter.
+	maxErrorHeaderLen = 2048
+)
+
+// defaultBackoff is a function so that no caller can share or alter it.
+func defaultBackoff() []time.Duration {
+	return []time.Duration{100 * time.Millisecond, 500 * time.Millisecond, 2 * time.Second, 5 * time.Second, 10 * time.Second}
+}
+
+const (
+	// Pull requests expire and are renewed every pullExpiry; with idle
+	// heartbeats every pullHeartbeat nats.go notices a pull the server lost
+	// (e.g. across a restart) within 2*pullHeartbeat and re-issues it.
+	pullExpiry    = 10 * time.Second
+	pullHeartbeat = 2 * time.Second
+	// stopTimeout bounds waiting for nats.go to stop a subscription.
+	stopTimeout = 5 * time.Second
+	// resubscribeMin/Max pace re-creating the consumer after a failure.
+	resubscribeMin = 250 * time.Millisecond
+	resubscribeMax = 5 * time.Second
+)
+
+// Delivery is one message handed to a BatchHandler.
+type Delivery struct {
+	Subject      string
+	Data         []byte
+	Header       nats.Header
+	Stream       string
+	StreamSeq    uint64
+	NumDelivered uint64
+}
+
+// BatchHandler handles deliveries that have arrived together, so the caller
+// can apply them in one DB transaction (group commit). It returns one error
+// per delivery (same length, nil = done -> ack). An error wrapping
+// ErrPermanent means retrying cannot help.
+//
+// ctx is not cancelled when Consume's ctx is, so the batch in hand can be
+// finished during shutdown; it expires after AckWait, when the broker
+// would redeliver anyway.
+type BatchHandler func(ctx context.Context, ds []Delivery) []error
+
+// ConsumerConfig configures Consume.
+type ConsumerConfig struct {
+	Stream            string
+	Durable           string // durable pull consumer name (shared by all instances of a service)
+	FilterSubjects    []string
+	Backoff           []time.Duration // delay before redelivery after the n-th failure; default [100ms, 500ms, 2s, 5s, 10s]
+	MaxDeliver        int             // deliveries before dead-lettering; default 6
+	AckWait           time.Duration   // default 30s
+	Batch             int             // max deliveries handed to the handler at once; default 64
+	DeadLetterSubject string          // default "dlq." + Durable
+}
+
+func (cfg ConsumerConfig) withDefaults() (ConsumerConfig, error) {
+	if cfg.Stream == "" || cfg.Durable == "" {
+		return cfg, errors.New("stream and durable name are required")
+	}
+	if len(cfg.Backoff) == 0 {
+		cfg.Backoff = defaultBackoff()
+	}
+	if cfg.MaxDeliver == 0 {
+		cfg.MaxDeliver = defaultMaxDeliver
+	}
+	if cfg.MaxDeliver < 1 {
+		return cfg, fmt.Errorf("MaxDeliver %d: must be at least 1", cfg.MaxDeliver)
+	}
+	if cfg.AckWait == 0 {
+		cfg.AckWait = defaultAckWait
+	}
+	if cfg.Batch == 0 {
+		cfg.Batch = defaultBatch
+	}
+	if cfg.Batch < 1 {
+		return cfg, fmt.Errorf("batch %d: must be at least 1", cfg.Batch)
+	}
+	if cfg.DeadLetterSubject == "" {
+		cfg.DeadLetterSubject = deadLetterSubjectPrefix + cfg.Durable
+	}
+	return cfg, nil
+}
+
+// backoff is the delay before the next delivery after a failed delivery n.
+func (cfg ConsumerConfig) backoff(n uint64) time.Duration {
+	i := len(cfg.Backoff) - 1
+	if n >= 1 && n-1 < uint64(i) {
+		i = int(n - 1)
+	}
+	return cfg.Backoff[i]
+}
+
+// Consume creates or updates the durable pull consumer and feeds its
+// messages to h until ctx is done; then it finishes the batch in hand and
+// returns nil. Transient failures of the server or connection are retried
+// for as long as ctx lives; Consume returns an error only for a bad
+// configuration or a closed connection.
+func (c *Conn) Consume(ctx context.Context, cfg ConsumerConfig, h BatchHandler) error {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return fmt.Errorf("consume %s/%s: %w", cfg.Stream, cfg.Durable, err)
+	}
+	l := &consumeLoop{
+		c:     c,
+		cfg:   cfg,
+		h:     h,
+		log:   c.log.With("stream", cfg.Stream, "consumer", cfg.Durable),
+		inbox: make(chan jetstream.Msg, cfg.Batch),
+		quit:  make(chan struct{}),
+	}
+	defer close(l.quit)
+
+	wait := resubscribeMin
+	for {
+		cc, closed, err := l.subscribe(ctx)
+		if err == nil {
+			wait = resubscribeMin
+			l.run(ctx, cc, closed)
+		}
+		if ctx.Err() != nil {
+			l.nakInbox()
+			return nil
+		}
+		if c.nc.IsClosed() {
+			l.nakInbox()
+			return fmt.Errorf("consume %s/%s: %w", cfg.Stream, cfg.Durable, nats.ErrConnectionClosed)
+		}
+		if err != nil && isConfigError(err) {
+			l.nakInbox()
+			return fmt.Errorf("consume %s/%s: %w", cfg.Stream, cfg.Durable, err)
+		}
+		if err != nil {
+			l.log.Warn("cannot start consuming, will retry", "err", err, "retry_in", wait)
+		} else {
+			l.log.Warn("consuming stopped unexpectedly, restarting", "retry_in", wait)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			l.nakInbox()
+			return nil
+		case <-t.C:
+		}
+		wait = min(2*wait, resubscribeMax)
+	}
+}
+
+// isConfigError reports errors that retrying will not fix.
+func isConfigError(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && apiErr.Code == 400 {
+		return true
+	}
+	return errors.Is(err, jetstream.ErrInvalidStreamName) ||
+		errors.Is(err, jetstream.ErrInvalidConsumerName) ||
+		errors.Is(err, jetstream.ErrInvalidOption)
+}
+
+type consumeLoop struct {
+	c     *Conn
+	cfg   ConsumerConfig
+	h     BatchHandler
+	log   *slog.Logger
+	inbox chan jetstream.Msg // from the nats.go callback to the batching loop
+	quit  chan struct{}      // closed when Consume returns
+}
+
+func (l *consumeLoop) subscribe(ctx context.Context) (jetstream.ConsumeContext, <-chan struct{}, error) {
+	cons, err := l.c.js.CreateOrUpdateConsumer(ctx, l.cfg.Stream, jetstream.ConsumerConfig{
+		Durable:        l.cfg.Durable,
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+		FilterSubjects: l.cfg.FilterSubjects,
+		AckWait:        l.cfg.AckWait,
+		// Our own count is authoritative: the server must never give up on
+		// a message (it would just stop delivering it, silently). BackOff is
+		// left unset on purpose: the server would replace AckWait with
+		// BackOff[0] and redeliver messages still being handled; the retry
+		// delays are applied with NakWithDelay instead.
+		MaxDeliver: -1,
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("create consumer: %w", err)
+	}
+	cc, err := cons.Consume(l.deliver,
+		// Buffer about two batches: enough to hand over a full batch as soon
+		// as the previous one is done, little enough that buffered messages
+		// do not sit out their AckWait.
+		jetstream.PullMaxMessages(2*l.cfg.Batch),
+		jetstream.PullExpiry(pullExpiry),
+		jetstream.PullHeartbeat(pullHeartbeat),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			l.log.Warn("consume", "err", err)
+		}),
+	)
+	if err != nil {
+		return nil, nil, fmt.Errorf("consume: %w", err)
+	}
+	// Taken now, this channel is closed only after nats.go has returned from
+	// its last callback; asked for after Stop it may already be closed.
+	return cc, cc.Closed(), nil
+}
+
+// deliver is the nats.go callback. It only queues the message, so that the
+// loop can group whatever has arrived into one batch.
+func (l *consumeLoop) deliver(m jetstream.Msg) {
+	select {
+	case l.inbox <- m:
+	case <-l.quit:
+		// Nobody will handle it; the server redelivers after AckWait.
+	}
+}
+
+// run handles batches until ctx is done (then it stops the subscription) or
+// until nats.go gives up on the subscription by itself.
+func (l *consumeLoop) run(ctx context.Context, cc jetstream.ConsumeContext, closed <-chan struct{}) {
+	for {
+		if ctx.Err() != nil {
+			l.stop(cc, closed)
+			return
+		}
+		select {
+		case <-ctx.Done():
+			l.stop(cc, closed)
+			return
+		case <-closed:
+			return
+		case m := <-l.inbox:
+			l.handle(ctx, l.collect(m))
+		}
+	}
+}
+
+// collect returns first plus whatever else has already arrived, up to
+// Batch; it never waits to fill a batch.
+func (l *consumeLoop) collect(first jetstream.Msg) []jetstream.Msg {
+	batch := []jetstream.Msg{first}
+	for len(batch) < l.cfg.Batch {
+		select {
+		case m := <-l.inbox:
+			batch = append(batch, m)
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
+// stop ends the subscription and hands back messages that arrived but were
+// never handled.
+func (l *consumeLoop) stop(cc jetstream.ConsumeContext, closed <-chan struct{}) {
+	cc.Stop()
+	timer := time.NewTimer(stopTimeout)
+	defer timer.Stop()
+	var unhandled []jetstream.Msg
+wait:
+	for {
+		select {
+		case m := <-l.inbox: // unblocks a callback waiting to queue
+			unhandled = append(unhandled, m)
+		case <-closed:
+			break wait
+		case <-timer.C:
+			l.log.Warn("subscription did not stop in time", "timeout", stopTimeout)
+			break wait
+		}
+	}
+	for _, m := range unhandled {
+		l.nak(m)
+	}
+	l.nakInbox()
+	// Acks are fire-and-forget; make sure those of the last batch have left
+	// before we report that we stopped, so they are not redelivered. While
+	// disconnected there is nothing to flush to.
+	if !l.c.nc.IsConnected() {
+		return
+	}
+	if err := l.c.nc.FlushTimeout(stopTimeout); err != nil {
+		l.log.Warn("flush acks on stop", "err", err)
+	}
+}
+
+// nakInbox gives queued messages back to the server right away, so that
+// another instance can take them without waiting out AckWait. The
+// subscription is stopped by then, so they do not come back here.
+func (l *consumeLoop) nakInbox() {
+	for {
+		select {
+		case m := <-l.inbox:
+			l.nak(m)
+		default:
+			return
+		}
+	}
+}
+
+func (l *consumeLoop) nak(m jetstream.Msg) {
+	if err := m.Nak(); err != nil {
+		l.log.Debug("nak unhandled message", "subject", m.Subject(), "err", err)
+	}
+}
+
+// handle passes one batch to the handler and settles every message.
+func (l *consumeLoop) handle(ctx context.Context, batch []jetstream.Msg) {
+	msgs := make([]jetstream.Msg, 0, len(batch))
+	ds := make([]Delivery, 0, len(batch))
+	for _, m := range batch {
+		md, err := m.Metadata()
+		if err != nil {
+			// Not a JetStream delivery, so it cannot be acked either.
+			l.log.Error("message without JetStream metadata", "subject", m.Subject(), "err", err)
+			continue
+		}
+		msgs = append(msgs, m)
+		ds = append(ds, Delivery{
+			Subject:      m.Subject(),
+			Data:         m.Data(),
+			Header:       m.Headers(),
+			Stream:       md.Stream,
+			StreamSeq:    md.Sequence.Stream,
+			NumDelivered: md.NumDelivered,
+		})
+	}
+	if len(ds) == 0 {
+		return
+	}
+
+	hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.cfg.AckWait)
+	errs := l.h(hctx, ds)
+	cancel()
+	if len(errs) != len(ds) {
+		err := fmt.Errorf("batch handler returned %d results for %d deliveries", len(errs), len(ds))
+		l.log.Error("bad handler result, retrying batch", "err", err)
+		errs = make([]error, len(ds))
+		for i := range errs {
+			errs[i] = err
+		}
+	}
+
+	var dead []int
+	for i, d := range ds {
+		err := errs[i]
+		switch {
+		case err == nil:
+			if err := msgs[i].Ack(); err != nil {
+				l.log.Warn("ack", "subject", d.Subject, "seq", d.StreamSeq, "err", err)
+			}
+		case errors.Is(err, ErrPermanent) || d.NumDelivered >= uint64(l.cfg.MaxDeliver):
+			dead = append(dead, i)
+		default:
+			delay := l.cfg.backoff(d.NumDelivered)
+			l.log.Info("handler failed, will retry", "subject", d.Subject, "seq", d.StreamSeq,
+				"deliveries", d.NumDelivered, "retry_in", delay, "err", err)
+			if err := msgs[i].NakWithDelay(delay); err != nil {
+				l.log.Warn("nak", "subject", d.Subject, "seq", d.StreamSeq, "err", err)
+			}
+		}
+	}
+	if len(dead) > 0 {
+		l.deadLetter(ctx, msgs, ds, errs, dead)
+	}
+}
+
+// deadLetter publishes copies of the deliveries at idx to the dead-letter
+// subject and terminates the originals. A copy that is not acknowledged
+// leaves its original naked, to be tried again later.
+func (l *consumeLoop) deadLetter(ctx context.Context, msgs []jetstream.Msg, ds []Delivery, errs []error, idx []int) {
+	now := time.Now().UTC().Format(time.RFC3339)
+	copies := make([]*nats.Msg, len(idx))
+	for j, i := range idx {
+		copies[j] = deadLetterCopy(l.cfg.DeadLetterSubject, ds[i], errs[i], now)
+	}
+	// Settle even when shutting down: the handler's work is already done.
+	results := l.c.publishAll(context.WithoutCancel(ctx), copies)
+	for j, i := range idx {
+		d := ds[i]
+		if err := results[j]; err != nil {
+			delay := l.cfg.backoff(d.NumDelivered)
+			l.log.Error("dead-letter failed, will retry", "subject", d.Subject, "seq", d.StreamSeq,
+				"dead_letter_subject", l.cfg.DeadLetterSubject, "retry_in", delay, "err", err, "handler_err", errs[i])
+			if err := msgs[i].NakWithDelay(delay); err != nil {
+				l.log.Warn("nak", "subject", d.Subject, "seq", d.StreamSeq, "err", err)
+			}
+			continue
+		}
+		l.log.Warn("dead-lettered", "subject", d.Subject, "seq", d.StreamSeq, "deliveries", d.NumDelivered,
+			"dead_letter_subject", l.cfg.DeadLetterSubject, "err", errs[i])
+		if err := msgs[i].TermWithReason("dead-lettered to " + l.cfg.DeadLetterSubject); err != nil {
+			// The copy is stored; a redelivery is dead-lettered again and
+			// de-duplicated by its message ID.
+			l.log.Warn("term", "subject", d.Subject, "seq", d.StreamSeq, "err", err)
+		}
+	}
+}
+
+func deadLetterCopy(subject string, d Delivery, cause error, at string) *nats.Msg {
+	h := make(nats.Header, len(d.Header)+7)
+	for k, vs := range d.Header {
+		// Nats-* headers steer the server (de-duplication, expectations,
+		// TTL, rollups) and would apply to the copy's publish; keep only
+		// the original ID, under our own name.
+		if strings.HasPrefix(strings.ToLower(k), "nats-") {
+			continue
+		}
+		h[k] = append([]string(nil), vs...)
+	}
+	if id := d.Header.Get(jetstream.MsgIDHeader); id != "" {
+		h.Set(HeaderOriginalMsgID, id)
+	}
+	h.Set(HeaderError, headerValue(cause.Error()))
+	h.Set(HeaderOriginalSubject, d.Subject)
+	h.Set(HeaderOriginalStream, d.Stream)
+	h.Set(HeaderOriginalSeq, strconv.FormatUint(d.StreamSeq, 10))
+	h.Set(HeaderDeliveries, strconv.FormatUint(d.NumDelivered, 10))
+	h.Set(HeaderDeadLetteredAt, at)
+	h.Set(jetstream.MsgIDHeader, fmt.Sprintf("dlq-%s-%d", d.Stream, d.StreamSeq))
+	return &nats.Msg{Subject: subject, Data: d.Data, Header: h}
+}
+
+// headerValue makes s safe as a header value: a CR or LF would break the
+// NATS protocol framing, and headers count against the max payload.
+func headerValue(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if r == '\r' || r == '\n' {
+			return ' '
+		}
+		return r
+	}, s)
+	if len(s) > maxErrorHeaderLen {
+		s = strings.ToValidUTF8(s[:maxErrorHeaderLen], "")
+	}
+	return s
+}
