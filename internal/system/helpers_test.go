@@ -1,0 +1,261 @@
+package system_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/convergehq/converge/internal/broker/brokertest"
+	"github.com/convergehq/converge/internal/check"
+	"github.com/convergehq/converge/internal/store"
+	"github.com/convergehq/converge/internal/system"
+)
+
+const testKey = "test-key"
+
+// start runs a whole system on free ports in a temporary data directory and
+// shuts it down when the test ends.
+func start(t testing.TB) *system.System {
+	t.Helper()
+	return startIn(t, t.TempDir())
+}
+
+func testConfig(dir string) system.Config {
+	cfg := system.DefaultConfig()
+	cfg.Addr = "127.0.0.1:0"
+	cfg.DataDir = dir
+	cfg.APIKey = testKey
+	cfg.Seed = false
+	cfg.BrokerPort = 0
+	return cfg
+}
+
+func startIn(t testing.TB, dir string) *system.System {
+	t.Helper()
+	sys, err := system.Start(context.Background(), testConfig(dir), brokertest.Logger(t))
+	if err != nil {
+		t.Fatalf("start system: %v", err)
+	}
+	t.Cleanup(func() { stop(t, sys) })
+	return sys
+}
+
+func stop(t testing.TB, sys *system.System) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := sys.Shutdown(ctx); err != nil {
+		t.Errorf("shutdown: %v", err)
+	}
+}
+
+// client talks to the system through the load balancer, as a user would.
+type client struct {
+	t    testing.TB
+	base string
+	http *http.Client
+}
+
+func newClient(t testing.TB, sys *system.System) *client {
+	return &client{t: t, base: sys.LBURL, http: &http.Client{Timeout: 40 * time.Second}}
+}
+
+type response struct {
+	Status int
+	Header http.Header
+	Body   []byte
+}
+
+func (r response) decode(t testing.TB, v any) {
+	t.Helper()
+	if err := json.Unmarshal(r.Body, v); err != nil {
+		t.Fatalf("decode %s: %v", r.Body, err)
+	}
+}
+
+// do sends a request with the API key and a JSON body (a string is sent as
+// it is); headers are name, value pairs.
+func (c *client) do(method, path string, body any, headers ...string) response {
+	c.t.Helper()
+	resp, err := c.try(method, path, body, headers...)
+	if err != nil {
+		c.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	return resp
+}
+
+func (c *client) try(method, path string, body any, headers ...string) (response, error) {
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		rd = strings.NewReader(b)
+	default:
+		raw, err := json.Marshal(b)
+		if err != nil {
+			return response{}, err
+		}
+		rd = bytes.NewReader(raw)
+	}
+	req, err := http.NewRequest(method, c.base+path, rd)
+	if err != nil {
+		return response{}, err
+	}
+	req.Header.Set("Authorization", "Bearer "+testKey)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		if headers[i+1] == "" {
+			req.Header.Del(headers[i])
+		} else {
+			req.Header.Set(headers[i], headers[i+1])
+		}
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return response{}, err
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	return response{Status: resp.StatusCode, Header: resp.Header, Body: raw}, err
+}
+
+type item struct {
+	SKU      string `json:"sku"`
+	Quantity int    `json:"quantity"`
+}
+
+type orderView struct {
+	ID         string `json:"id"`
+	CustomerID string `json:"customer_id"`
+	Status     string `json:"status"`
+	Reason     string `json:"reason"`
+	Items      []item `json:"items"`
+}
+
+type stockView struct {
+	SKU       string `json:"sku"`
+	OnHand    int64  `json:"on_hand"`
+	Reserved  int64  `json:"reserved"`
+	Available int64  `json:"available"`
+}
+
+func (c *client) setStock(sku string, onHand int64) {
+	c.t.Helper()
+	if r := c.do("PUT", "/api/v1/inventory/"+sku, map[string]int64{"on_hand": onHand}); r.Status != http.StatusOK {
+		c.t.Fatalf("PUT stock %s: status %d, want 200: %s", sku, r.Status, r.Body)
+	}
+}
+
+func (c *client) stock(sku string) stockView {
+	c.t.Helper()
+	r := c.do("GET", "/api/v1/inventory/"+sku, nil)
+	if r.Status != http.StatusOK {
+		c.t.Fatalf("GET stock %s: status %d: %s", sku, r.Status, r.Body)
+	}
+	var s stockView
+	r.decode(c.t, &s)
+	return s
+}
+
+func (c *client) place(customer string, items ...item) orderView {
+	c.t.Helper()
+	r := c.do("POST", "/api/v1/orders", map[string]any{"customer_id": customer, "items": items})
+	if r.Status != http.StatusAccepted {
+		c.t.Fatalf("POST order: status %d, want 202: %s", r.Status, r.Body)
+	}
+	var o orderView
+	r.decode(c.t, &o)
+	if o.Status != "PENDING" {
+		c.t.Fatalf("new order status %q, want PENDING", o.Status)
+	}
+	return o
+}
+
+// final waits (server side, ?wait=) until the order has left PENDING.
+func (c *client) final(id string) orderView {
+	c.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		r := c.do("GET", "/api/v1/orders/"+id+"?wait=10s", nil)
+		if r.Status != http.StatusOK {
+			c.t.Fatalf("GET order %s: status %d: %s", id, r.Status, r.Body)
+		}
+		var o orderView
+		r.decode(c.t, &o)
+		if o.Status != "PENDING" || time.Now().After(deadline) {
+			return o
+		}
+	}
+}
+
+// eventually polls cond every 50ms for up to d.
+func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// checkInvariants runs the invariant checker over the system's databases,
+// waiting up to 30s for the system to settle, and fails on any FAIL.
+func checkInvariants(t testing.TB, dir string) {
+	t.Helper()
+	ctx := context.Background()
+	var results []check.Result
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		results = runCheck(t, ctx, dir)
+		ok := true
+		for _, r := range results {
+			ok = ok && r.OK
+		}
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	for _, r := range results {
+		if !r.OK {
+			t.Errorf("invariant failed: %s: %s", r.Name, r.Detail)
+		}
+	}
+}
+
+func runCheck(t testing.TB, ctx context.Context, dir string) []check.Result {
+	t.Helper()
+	orders, err := store.Open(ctx, "sqlite:"+filepath.Join(dir, "order.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer orders.Close()
+	inv, err := store.Open(ctx, "sqlite:"+filepath.Join(dir, "inventory.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inv.Close()
+	results, err := check.Run(ctx, orders.Read, inv.Read)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return results
+}
+
+// startFor starts a system the test stops itself.
+func startFor(t testing.TB, dir string) (*system.System, error) {
+	return system.Start(context.Background(), testConfig(dir), brokertest.Logger(t))
+}
