@@ -117,12 +117,14 @@ func TestConcurrentOrdersNeverOversell(t *testing.T) {
 			}
 		})
 	}
+	began := time.Now()
 	for i := range n {
 		jobs <- i
 	}
 	close(jobs)
 	wg.Wait()
 	close(ids)
+	accepted := time.Since(began)
 
 	count := map[string]int{}
 	for id := range ids {
@@ -132,6 +134,7 @@ func TestConcurrentOrdersNeverOversell(t *testing.T) {
 			t.Errorf("order %s rejected for %q, want insufficient_stock", id, o.Reason)
 		}
 	}
+	t.Logf("%d orders accepted in %s, all final after %s", n, accepted, time.Since(began))
 	if count["CONFIRMED"] != 100 || count["REJECTED"] != 400 || count["PENDING"] != 0 {
 		t.Fatalf("outcomes: got %v, want 100 CONFIRMED and 400 REJECTED", count)
 	}
