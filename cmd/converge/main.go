@@ -49,6 +49,7 @@ commands:
   dev      run the whole system in one process: load balancer, 2 API gateways,
            order and inventory services (SQLite, in-process caches), embedded NATS JetStream
   check    verify the invariants over the data directory; exit 1 on any FAIL
+  load     place a bounded number of orders and measure acceptance and convergence
 
 Run 'converge <command> -h' for the flags of a command.`
 
@@ -63,6 +64,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runDev(ctx, rest, getenv, stdout, stderr)
 	case "check":
 		return runCheck(ctx, rest, getenv, stdout, stderr)
+	case "load":
+		return runLoad(ctx, rest, getenv, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprintln(stdout, usage)
 		return nil

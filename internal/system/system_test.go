@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -438,4 +439,30 @@ func TestRestartKeepsData(t *testing.T) {
 		t.Fatalf("new order after restart: %s, want CONFIRMED", got.Status)
 	}
 	checkInvariants(t, dir)
+}
+
+// A stopped system leaves no goroutine behind: every loop is tied to a
+// context or a Close.
+func TestShutdownLeavesNoGoroutines(t *testing.T) {
+	baseline := runtime.NumGoroutine()
+	dir := t.TempDir()
+	sys, err := startFor(t, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newClient(t, sys)
+	c.setStock("A-1", 1)
+	c.final(c.place("c-1", item{"A-1", 1}).ID)
+	c.http.CloseIdleConnections()
+	stop(t, sys)
+
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > baseline {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			n := runtime.Stack(buf, true)
+			t.Fatalf("%d goroutines after shutdown, %d before start:\n%s", runtime.NumGoroutine(), baseline, buf[:n])
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
