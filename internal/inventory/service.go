@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/convergehq/converge/internal/events"
+	"github.com/convergehq/converge/internal/inbox"
 )
 
 // Source is the CloudEvents source of every event inventory emits.
@@ -92,46 +93,48 @@ func (s *Service) List(ctx context.Context, after string, limit int) (Page, erro
 	return p, nil
 }
 
-// Apply applies one event from the order service, at most once (inbox), in
-// one transaction with the reply it emits (outbox).
+// Apply applies one event from the order service.
 func (s *Service) Apply(ctx context.Context, e events.Envelope) error {
-	var apply func(ctx context.Context, tx Tx, now time.Time) error
+	return s.ApplyBatch(ctx, []events.Envelope{e})[0]
+}
+
+// ApplyBatch applies events from the order service in one transaction,
+// each at most once (inbox) and together with the reply it emits (outbox),
+// and returns one error per event.
+func (s *Service) ApplyBatch(ctx context.Context, es []events.Envelope) []error {
+	errs := inbox.ApplyBatch(ctx, s.store.Update, es, s.apply)
+	for _, err := range errs {
+		if err == nil {
+			s.notify()
+			break
+		}
+	}
+	return errs
+}
+
+func (s *Service) apply(ctx context.Context, tx Tx, e events.Envelope) error {
+	now := s.now().UTC()
 	switch e.Type {
 	case events.OrderCreated:
 		var d events.OrderCreatedData
 		if err := e.DecodeData(&d); err != nil {
 			return err
 		}
-		apply = func(ctx context.Context, tx Tx, now time.Time) error {
-			return s.reserve(ctx, tx, d, e.TraceParent, now)
+		if fresh, err := tx.Claim(ctx, e); err != nil || !fresh {
+			return err
 		}
+		return s.reserve(ctx, tx, d, e.TraceParent, now)
 	case events.OrderCancelled:
 		var d events.OrderCancelledData
 		if err := e.DecodeData(&d); err != nil {
 			return err
 		}
-		apply = func(ctx context.Context, tx Tx, now time.Time) error {
-			return s.release(ctx, tx, d.OrderID, e.TraceParent, now)
-		}
-	default:
-		return fmt.Errorf("%w: the inventory service does not consume %s", events.ErrUnknown, e.Type)
-	}
-	emitted := false
-	err := s.store.Update(ctx, func(tx Tx) error {
-		fresh, err := tx.Claim(ctx, e)
-		if err != nil || !fresh {
+		if fresh, err := tx.Claim(ctx, e); err != nil || !fresh {
 			return err
 		}
-		emitted = true
-		return apply(ctx, tx, s.now().UTC())
-	})
-	if err != nil {
-		return fmt.Errorf("apply %s %s for order %s: %w", e.Type, e.ID, e.Subject, err)
+		return s.release(ctx, tx, d.OrderID, e.TraceParent, now)
 	}
-	if emitted {
-		s.notify()
-	}
-	return nil
+	return fmt.Errorf("%w: the inventory service does not consume %s", events.ErrUnknown, e.Type)
 }
 
 // reserve reserves every item of the order or none, and emits the answer.
@@ -151,6 +154,9 @@ func (s *Service) reserve(ctx context.Context, tx Tx, d events.OrderCreatedData,
 	for i, it := range items {
 		if it.Quantity < 1 {
 			return fmt.Errorf("%w: order %s: quantity %d of %s", events.ErrMalformed, d.OrderID, it.Quantity, it.SKU)
+		}
+		if i > 0 && it.SKU == items[i-1].SKU { // sorted: a repeat is next to its twin
+			return fmt.Errorf("%w: order %s: sku %s appears twice", events.ErrMalformed, d.OrderID, it.SKU)
 		}
 		skus[i] = it.SKU
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/convergehq/converge/internal/events"
+	"github.com/convergehq/converge/internal/inbox"
 )
 
 // Source is the CloudEvents source of every event the order service emits.
@@ -28,6 +29,7 @@ type Service struct {
 	log     *slog.Logger
 	now     func() time.Time
 	waiters *waiters
+	placer  placer
 }
 
 // NewService returns a service over store; notify is called after every
@@ -40,65 +42,102 @@ func NewService(store Store, notify func(), log *slog.Logger) *Service {
 // order.created event, in one transaction. With an idempotency key, a repeat
 // of the same request returns the first order (created is false), and a
 // different request under the same key fails with ErrIdempotencyMismatch.
+//
+// Concurrent calls share transactions (group commit, see placer), so many
+// orders cost one commit.
 func (s *Service) Place(ctx context.Context, in PlaceInput, key, traceparent string) (o Order, created bool, err error) {
 	if err := in.Validate(); err != nil {
 		return Order{}, false, err
 	}
-	hash := requestHash(in)
-	// One retry: a concurrent request with the same key may commit between
-	// our lookup and our insert; the second pass then finds its order.
-	for attempt := 0; ; attempt++ {
-		o, created, err = s.place(ctx, in, key, hash, traceparent)
-		if errors.Is(err, ErrKeyTaken) && attempt == 0 {
-			continue
+	p := &placement{in: in, key: key, hash: requestHash(in), trace: traceparent}
+	s.placer.submit(ctx, p, s.placeBatch)
+	if p.err != nil {
+		return Order{}, false, fmt.Errorf("place order: %w", p.err)
+	}
+	return p.order, p.created, nil
+}
+
+// placeBatch stores a batch of placements in one transaction. If that
+// transaction fails, each placement gets a transaction of its own, so one
+// failure does not fail the others.
+func (s *Service) placeBatch(ctx context.Context, batch []*placement) {
+	err := s.store.Update(ctx, func(tx Tx) error {
+		for _, p := range batch {
+			p.order, p.created, p.err = s.placeIn(ctx, tx, p)
+			if p.err != nil && !errors.Is(p.err, ErrIdempotencyMismatch) {
+				return p.err // a mismatch wrote nothing; anything else aborts
+			}
 		}
-		if err != nil {
-			return Order{}, false, err
+		return nil
+	})
+	if err != nil && len(batch) > 1 {
+		for _, p := range batch {
+			s.placeAlone(ctx, p)
 		}
-		if created {
+	} else if err != nil {
+		batch[0].created, batch[0].err = false, err
+		if errors.Is(err, ErrKeyTaken) {
+			s.placeAlone(ctx, batch[0])
+		}
+	}
+	for _, p := range batch {
+		if p.created {
 			s.notify()
+			return
 		}
-		return o, created, nil
 	}
 }
 
-func (s *Service) place(ctx context.Context, in PlaceInput, key, hash, traceparent string) (o Order, created bool, err error) {
-	err = s.store.Update(ctx, func(tx Tx) error {
-		if key != "" {
-			id, h, found, err := tx.Idempotency(ctx, key)
-			if err != nil {
-				return err
-			}
-			if found {
-				if h != hash {
-					return fmt.Errorf("%w: key %q", ErrIdempotencyMismatch, key)
-				}
-				o, err = tx.Get(ctx, id)
-				return err
-			}
-		}
-		id, err := uuid.NewV7()
-		if err != nil {
-			return fmt.Errorf("order id: %w", err)
-		}
-		now := s.now().UTC()
-		o = Order{ID: id.String(), CustomerID: in.CustomerID, Status: Pending, Items: in.Items, CreatedAt: now, UpdatedAt: now}
-		if err := tx.Create(ctx, o, key, hash); err != nil {
+// placeAlone stores one placement in its own transaction, once more if a
+// concurrent transaction took its idempotency key first (the second pass
+// then finds that order).
+func (s *Service) placeAlone(ctx context.Context, p *placement) {
+	for attempt := 0; attempt < 2; attempt++ {
+		p.err = s.store.Update(ctx, func(tx Tx) error {
+			var err error
+			p.order, p.created, err = s.placeIn(ctx, tx, p)
 			return err
+		})
+		if !errors.Is(p.err, ErrKeyTaken) {
+			break
 		}
-		e, err := events.New(Source, events.OrderCreated, o.ID,
-			events.OrderCreatedData{OrderID: o.ID, CustomerID: o.CustomerID, Items: toEventItems(o.Items)}, now)
-		if err != nil {
-			return err
-		}
-		e.TraceParent = traceparent
-		created = true
-		return tx.Emit(ctx, e)
-	})
-	if err != nil {
-		return Order{}, false, fmt.Errorf("place order: %w", err)
 	}
-	return o, created, nil
+	if p.err != nil {
+		p.created = false
+	}
+}
+
+// placeIn stores one placement inside tx.
+func (s *Service) placeIn(ctx context.Context, tx Tx, p *placement) (o Order, created bool, err error) {
+	if p.key != "" {
+		id, h, found, err := tx.Idempotency(ctx, p.key)
+		if err != nil {
+			return Order{}, false, err
+		}
+		if found {
+			if h != p.hash {
+				return Order{}, false, fmt.Errorf("%w: key %q", ErrIdempotencyMismatch, p.key)
+			}
+			o, err = tx.Get(ctx, id)
+			return o, false, err
+		}
+	}
+	id, err := uuid.NewV7()
+	if err != nil {
+		return Order{}, false, fmt.Errorf("order id: %w", err)
+	}
+	now := s.now().UTC().Truncate(time.Microsecond) // what the database keeps
+	o = Order{ID: id.String(), CustomerID: p.in.CustomerID, Status: Pending, Items: p.in.Items, CreatedAt: now, UpdatedAt: now}
+	if err := tx.Create(ctx, o, p.key, p.hash); err != nil {
+		return Order{}, false, err
+	}
+	e, err := events.New(Source, events.OrderCreated, o.ID,
+		events.OrderCreatedData{OrderID: o.ID, CustomerID: o.CustomerID, Items: toEventItems(o.Items)}, now)
+	if err != nil {
+		return Order{}, false, err
+	}
+	e.TraceParent = p.trace
+	return o, true, tx.Emit(ctx, e)
 }
 
 // requestHash identifies a request for the idempotency check. Encoding the
@@ -201,7 +240,7 @@ func (s *Service) Cancel(ctx context.Context, id, traceparent string) (o Order, 
 		case Rejected:
 			return fmt.Errorf("%w: order %s is REJECTED and cannot be cancelled", ErrConflict, id)
 		}
-		now := s.now().UTC()
+		now := s.now().UTC().Truncate(time.Microsecond)
 		if err := tx.SetStatus(ctx, id, Cancelled, "", now); err != nil {
 			return err
 		}
@@ -223,63 +262,69 @@ func (s *Service) Cancel(ctx context.Context, id, traceparent string) (o Order, 
 	return o, changed, nil
 }
 
-// Apply applies one reply from inventory. Replies may come twice or out of
-// order: the inbox drops repeats, and only a PENDING order moves, so a late
-// reservation for a cancelled order changes nothing here (the cancel event
-// makes inventory release it).
+// Apply applies one reply from inventory.
 func (s *Service) Apply(ctx context.Context, e events.Envelope) error {
+	return s.ApplyBatch(ctx, []events.Envelope{e})[0]
+}
+
+// ApplyBatch applies replies from inventory in one transaction, and returns
+// one error per event. Replies may come twice or out of order: the inbox
+// drops repeats, and only a PENDING order moves, so a late reservation for
+// a cancelled order changes nothing here (the cancel event makes inventory
+// release it).
+func (s *Service) ApplyBatch(ctx context.Context, es []events.Envelope) []error {
+	var touched []string
+	errs := inbox.ApplyBatch(ctx, s.store.Update, es, func(ctx context.Context, tx Tx, e events.Envelope) error {
+		id, err := s.apply(ctx, tx, e)
+		touched = append(touched, id)
+		return err
+	})
+	// Waking a waiter whose order did not move (its transaction rolled
+	// back) is harmless: Wait reads the order again.
+	for _, id := range touched {
+		s.waiters.wake(id)
+	}
+	return errs
+}
+
+func (s *Service) apply(ctx context.Context, tx Tx, e events.Envelope) (orderID string, err error) {
 	var (
-		orderID string
-		to      Status
-		reason  string
+		to     Status
+		reason string
 	)
 	switch e.Type {
 	case events.StockReserved:
 		var d events.StockReservedData
 		if err := e.DecodeData(&d); err != nil {
-			return err
+			return "", err
 		}
 		orderID, to = d.OrderID, Confirmed
 	case events.StockRejected:
 		var d events.StockRejectedData
 		if err := e.DecodeData(&d); err != nil {
-			return err
+			return "", err
 		}
 		orderID, to, reason = d.OrderID, Rejected, d.Reason
 	case events.StockReleased:
 		var d events.StockReleasedData
 		if err := e.DecodeData(&d); err != nil {
-			return err
+			return "", err
 		}
 		orderID = d.OrderID
 	default:
-		return fmt.Errorf("%w: the order service does not consume %s", events.ErrUnknown, e.Type)
+		return "", fmt.Errorf("%w: the order service does not consume %s", events.ErrUnknown, e.Type)
 	}
-	moved := false
-	err := s.store.Update(ctx, func(tx Tx) error {
-		fresh, err := tx.Claim(ctx, e)
-		if err != nil || !fresh {
-			return err
-		}
-		o, err := tx.Get(ctx, orderID)
-		if errors.Is(err, ErrNotFound) {
-			// A reply for an order DB A never had: retrying cannot help.
-			return fmt.Errorf("%w: %w", events.ErrUnknown, err)
-		}
-		if err != nil {
-			return err
-		}
-		if to == "" || o.Status != Pending {
-			return nil
-		}
-		moved = true
-		return tx.SetStatus(ctx, orderID, to, reason, s.now().UTC())
-	})
-	if err != nil {
-		return fmt.Errorf("apply %s %s to order %s: %w", e.Type, e.ID, orderID, err)
+	fresh, err := tx.Claim(ctx, e)
+	if err != nil || !fresh {
+		return orderID, err
 	}
-	if moved {
-		s.waiters.wake(orderID)
+	o, err := tx.Get(ctx, orderID)
+	if errors.Is(err, ErrNotFound) {
+		// A reply for an order DB A never had: retrying cannot help.
+		return orderID, fmt.Errorf("%w: %w", events.ErrUnknown, err)
 	}
-	return nil
+	if err != nil || to == "" || o.Status != Pending {
+		return orderID, err
+	}
+	return orderID, tx.SetStatus(ctx, orderID, to, reason, s.now().UTC())
 }

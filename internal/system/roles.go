@@ -84,7 +84,7 @@ func openRole(ctx context.Context, name string, cfg roleConfig, log *slog.Logger
 }
 
 // run starts the relay, the consumer and the HTTP server of a role.
-func (r *serviceRole) run(bg context.Context, relay *outbox.Relay, cc broker.ConsumerConfig, apply func(context.Context, events.Envelope) error,
+func (r *serviceRole) run(bg context.Context, relay *outbox.Relay, cc broker.ConsumerConfig, apply func(context.Context, []events.Envelope) []error,
 	handler http.Handler, log *slog.Logger, failed chan<- error) error {
 	loops, stop := context.WithCancel(bg)
 	r.stop = stop
@@ -130,7 +130,7 @@ func startOrder(ctx, bg context.Context, cfg roleConfig, log *slog.Logger, faile
 		Durable:        order.Consumer,
 		FilterSubjects: []string{events.InventorySubjects},
 	}
-	if err := r.run(bg, relay, cc, svc.Apply, orderhttp.Routes(svc, health.Check(r.ready), log), log, failed); err != nil {
+	if err := r.run(bg, relay, cc, svc.ApplyBatch, orderhttp.Routes(svc, health.Check(r.ready), log), log, failed); err != nil {
 		return nil, errors.Join(err, r.shutdown(ctx))
 	}
 	return r, nil
@@ -153,31 +153,43 @@ func startInventory(ctx, bg context.Context, cfg roleConfig, log *slog.Logger, f
 		Durable:        inventory.Consumer,
 		FilterSubjects: []string{events.OrdersSubjects},
 	}
-	if err := r.run(bg, relay, cc, svc.Apply, inventoryhttp.Routes(svc, health.Check(r.ready), log), log, failed); err != nil {
+	if err := r.run(bg, relay, cc, svc.ApplyBatch, inventoryhttp.Routes(svc, health.Check(r.ready), log), log, failed); err != nil {
 		return nil, nil, errors.Join(err, r.shutdown(ctx))
 	}
 	return r, svc, nil
 }
 
-// eventHandler adapts a service's Apply to the broker's consumer: it
-// decodes each envelope and marks as permanent (dead-letter at once) what
-// no retry can fix: bytes that are not an event, and events the service
-// does not know.
-func eventHandler(apply func(context.Context, events.Envelope) error, log *slog.Logger) broker.BatchHandler {
+// eventHandler adapts a service's ApplyBatch to the broker's consumer: it
+// decodes each envelope, applies the batch, and marks as permanent
+// (dead-letter at once) what no retry can fix: bytes that are not an event,
+// and events the service does not know.
+func eventHandler(apply func(context.Context, []events.Envelope) []error, log *slog.Logger) broker.BatchHandler {
 	return func(ctx context.Context, ds []broker.Delivery) []error {
 		errs := make([]error, len(ds))
+		var (
+			batch []events.Envelope
+			at    []int // index in ds of each event of batch
+		)
 		for i, d := range ds {
 			e, err := events.Decode(d.Data)
-			if err == nil {
-				err = apply(ctx, e)
+			if err != nil {
+				errs[i] = err
+				continue
 			}
+			batch = append(batch, e)
+			at = append(at, i)
+		}
+		for j, err := range apply(ctx, batch) {
+			errs[at[j]] = err
+		}
+		for i, err := range errs {
 			if errors.Is(err, events.ErrMalformed) || errors.Is(err, events.ErrUnknown) {
-				err = broker.Permanent(err)
+				errs[i] = broker.Permanent(err)
 			}
 			if err != nil {
+				d := ds[i]
 				log.WarnContext(ctx, "event not applied", "subject", d.Subject, "seq", d.StreamSeq, "delivery", d.NumDelivered, "err", err)
 			}
-			errs[i] = err
 		}
 		return errs
 	}
