@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -30,12 +31,15 @@ type Service struct {
 	now     func() time.Time
 	waiters *waiters
 	placer  placer
+
+	drainOnce sync.Once
+	draining  chan struct{} // closed by Drain
 }
 
 // NewService returns a service over store; notify is called after every
 // commit that wrote to the outbox.
 func NewService(store Store, notify func(), log *slog.Logger) *Service {
-	return &Service{store: store, notify: notify, log: log, now: time.Now, waiters: newWaiters()}
+	return &Service{store: store, notify: notify, log: log, now: time.Now, waiters: newWaiters(), draining: make(chan struct{})}
 }
 
 // Place accepts an order: it is stored PENDING together with its
@@ -180,11 +184,20 @@ func (s *Service) Wait(ctx context.Context, id string, d time.Duration) (Order, 
 		case <-ctx.Done():
 			stop()
 			return o, nil
+		case <-s.draining:
+			stop()
+			return o, nil
 		case <-changed:
 		case <-poll.C:
 		}
 		stop()
 	}
+}
+
+// Drain makes every Wait, held now or later, answer at once with the
+// order's current state, so that a shutdown need not wait for long polls.
+func (s *Service) Drain() {
+	s.drainOnce.Do(func() { close(s.draining) })
 }
 
 // Page is one page of a listing; Next is the cursor of the next page, empty

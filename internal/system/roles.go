@@ -42,21 +42,30 @@ type serviceRole struct {
 	db     *store.DB
 	conn   *broker.Conn
 	server *http.Server
-	stop   context.CancelFunc // stops the relay and the consumer
-	loops  sync.WaitGroup
+	drain  func() // releases requests held open (GET ?wait=), if the service has any
+
+	stopConsumer context.CancelFunc
+	consumer     sync.WaitGroup
+	stopRelay    context.CancelFunc
+	relay        sync.WaitGroup
 }
 
-// shutdown stops taking requests, lets the consumer finish its batch and
-// the relay flush, then closes the broker connection and the database.
+// shutdown stops taking requests, lets the consumer finish its batch, then
+// lets the relay flush what the requests and that batch wrote, and closes
+// the broker connection and the database last.
 func (r *serviceRole) shutdown(ctx context.Context) error {
 	var errs []error
 	if r.server != nil {
 		errs = append(errs, r.server.Shutdown(ctx))
 	}
-	if r.stop != nil {
-		r.stop()
+	if r.stopConsumer != nil {
+		r.stopConsumer()
 	}
-	r.loops.Wait()
+	r.consumer.Wait()
+	if r.stopRelay != nil {
+		r.stopRelay()
+	}
+	r.relay.Wait()
 	if r.conn != nil {
 		r.conn.Close()
 	}
@@ -86,11 +95,12 @@ func openRole(ctx context.Context, name string, cfg roleConfig, log *slog.Logger
 // run starts the relay, the consumer and the HTTP server of a role.
 func (r *serviceRole) run(bg context.Context, relay *outbox.Relay, cc broker.ConsumerConfig, apply func(context.Context, []events.Envelope) []error,
 	handler http.Handler, log *slog.Logger, failed chan<- error) error {
-	loops, stop := context.WithCancel(bg)
-	r.stop = stop
-	r.loops.Go(func() { relay.Run(loops) })
-	r.loops.Go(func() {
-		if err := r.conn.Consume(loops, cc, eventHandler(apply, log)); err != nil {
+	relayCtx, stopRelay := context.WithCancel(bg)
+	consumerCtx, stopConsumer := context.WithCancel(bg)
+	r.stopRelay, r.stopConsumer = stopRelay, stopConsumer
+	r.relay.Go(func() { relay.Run(relayCtx) })
+	r.consumer.Go(func() {
+		if err := r.conn.Consume(consumerCtx, cc, eventHandler(apply, log)); err != nil {
 			log.Error("consumer stopped", "err", err)
 			select {
 			case failed <- fmt.Errorf("%s consumer: %w", r.name, err):
@@ -130,6 +140,7 @@ func startOrder(ctx, bg context.Context, cfg roleConfig, log *slog.Logger, faile
 		Durable:        order.Consumer,
 		FilterSubjects: []string{events.InventorySubjects},
 	}
+	r.drain = svc.Drain
 	if err := r.run(bg, relay, cc, svc.ApplyBatch, orderhttp.Routes(svc, health.Check(r.ready), log), log, failed); err != nil {
 		return nil, errors.Join(err, r.shutdown(ctx))
 	}

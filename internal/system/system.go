@@ -172,11 +172,18 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *System, err er
 // should then shut the system down.
 func (s *System) Failed() <-chan error { return s.failed }
 
-// Shutdown stops the roles in the reverse order of start: the load balancer
-// drains, then the gateways, then each service stops taking requests,
+// Shutdown stops the roles in the reverse order of start: requests held
+// open by ?wait= are answered with the order's current state, the load
+// balancer drains, then the gateways, then each service stops taking requests,
 // finishes the batch it is consuming, flushes its outbox and closes its
 // database; the broker goes last.
 func (s *System) Shutdown(ctx context.Context) error {
+	// Long polls would hold every drain below for up to 30 s: answer them now.
+	for _, r := range []*serviceRole{s.order, s.inventory} {
+		if r != nil && r.drain != nil {
+			r.drain()
+		}
+	}
 	var errs []error
 	if s.lbServer != nil {
 		errs = append(errs, s.lbServer.Shutdown(ctx))

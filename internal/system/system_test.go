@@ -466,3 +466,30 @@ func TestShutdownLeavesNoGoroutines(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// A shutdown answers requests held open by ?wait= instead of waiting for
+// them to time out.
+func TestShutdownReleasesLongPolls(t *testing.T) {
+	sys, err := startFor(t, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newClient(t, sys)
+	sys.StopBroker() // the order stays PENDING
+	o := c.place("c-1", item{"A-1", 1})
+	got := make(chan response, 1)
+	go func() {
+		r, _ := c.try("GET", "/api/v1/orders/"+o.ID+"?wait=30s", nil)
+		got <- r
+	}()
+	time.Sleep(300 * time.Millisecond) // let the request reach the service
+	began := time.Now()
+	stop(t, sys)
+	if d := time.Since(began); d > 10*time.Second {
+		t.Fatalf("shutdown took %s with a long poll open, want well under the 30s wait", d)
+	}
+	r := <-got
+	if r.Status != http.StatusOK || !strings.Contains(string(r.Body), `"PENDING"`) {
+		t.Fatalf("long poll during shutdown: status %d %s, want 200 with the PENDING order", r.Status, r.Body)
+	}
+}
