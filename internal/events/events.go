@@ -163,7 +163,7 @@ func Decode(b []byte) (Envelope, error) {
 		return Envelope{}, fmt.Errorf("%w: type %q", ErrUnknown, e.Type)
 	case e.SchemaVersion != SchemaVersion:
 		return Envelope{}, fmt.Errorf("%w: %s schemaversion %q, want %q", ErrUnknown, e.Type, e.SchemaVersion, SchemaVersion)
-	case len(e.Data) == 0:
+	case len(e.Data) == 0 || string(e.Data) == "null":
 		return Envelope{}, fmt.Errorf("%w: %s %s has no data", ErrMalformed, e.Type, e.ID)
 	}
 	return e, nil

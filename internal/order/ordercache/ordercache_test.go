@@ -1,0 +1,208 @@
+package ordercache_test
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/convergehq/converge/internal/cache"
+	"github.com/convergehq/converge/internal/order"
+	"github.com/convergehq/converge/internal/order/ordercache"
+	"github.com/convergehq/converge/internal/order/ordersql"
+	"github.com/convergehq/converge/internal/store"
+)
+
+type env struct {
+	db  *store.DB
+	sql *ordersql.Store
+	mem *cache.Memory
+	st  *ordercache.Store
+}
+
+func newEnv(t testing.TB, ttl time.Duration) *env {
+	t.Helper()
+	ctx := context.Background()
+	db, err := store.Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "orders.db"))
+	if err != nil {
+		t.Fatalf("store.Open: %v", err)
+	}
+	t.Cleanup(func() { db.Close() })
+	sq, err := ordersql.Open(ctx, db)
+	if err != nil {
+		t.Fatalf("ordersql.Open: %v", err)
+	}
+	mem := cache.NewMemory(100)
+	return &env{db: db, sql: sq, mem: mem, st: ordercache.New(sq, mem, ttl, slog.New(slog.DiscardHandler))}
+}
+
+// create stores a PENDING order through the decorator.
+func (e *env) create(t testing.TB) order.Order {
+	t.Helper()
+	return e.createID(t, uuid.Must(uuid.NewV7()).String())
+}
+
+func (e *env) createID(t testing.TB, id string) order.Order {
+	t.Helper()
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	o := order.Order{ID: id, CustomerID: "c", Status: order.Pending,
+		Items: []order.Item{{SKU: "A", Quantity: 1}}, CreatedAt: now, UpdatedAt: now}
+	if err := e.st.Update(context.Background(), func(tx order.Tx) error { return tx.Create(context.Background(), o, "", "") }); err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	return o
+}
+
+// sneak changes the row behind the cache's back.
+func (e *env) sneak(t testing.TB, id, reason string) {
+	t.Helper()
+	res, err := e.db.Write.Exec(`UPDATE orders SET reason = $1 WHERE id = $2`, reason, id)
+	if err != nil {
+		t.Fatalf("direct UPDATE: %v", err)
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		t.Fatalf("direct UPDATE touched %d rows, want 1", n)
+	}
+}
+
+func (e *env) get(t testing.TB, id string) order.Order {
+	t.Helper()
+	o, err := e.st.Get(context.Background(), id)
+	if err != nil {
+		t.Fatalf("Get(%s): %v", id, err)
+	}
+	return o
+}
+
+func (e *env) wantGet(t testing.TB, what, id string, status order.Status, reason string) {
+	t.Helper()
+	o := e.get(t, id)
+	if o.Status != status || o.Reason != reason {
+		t.Errorf("%s: Get(%s) = (%s, %q), want (%s, %q)", what, id, o.Status, o.Reason, status, reason)
+	}
+}
+
+func setStatus(id string, st order.Status, reason string) func(order.Tx) error {
+	return func(tx order.Tx) error {
+		return tx.SetStatus(context.Background(), id, st, reason, time.Now())
+	}
+}
+
+func TestGetIsCachedUntilUpdateInvalidates(t *testing.T) {
+	e := newEnv(t, time.Minute)
+	o := e.create(t)
+	e.wantGet(t, "first read", o.ID, order.Pending, "")
+	e.sneak(t, o.ID, "behind-the-cache")
+	e.wantGet(t, "cached read", o.ID, order.Pending, "")
+	e.wantGet(t, "cached read again", o.ID, order.Pending, "")
+
+	// The database really has the new value.
+	if got, err := e.sql.Get(context.Background(), o.ID); err != nil || got.Reason != "behind-the-cache" {
+		t.Fatalf("uncached Get: got (%q, %v), want reason behind-the-cache", got.Reason, err)
+	}
+
+	if err := e.st.Update(context.Background(), setStatus(o.ID, order.Confirmed, "via-decorator")); err != nil {
+		t.Fatal(err)
+	}
+	e.wantGet(t, "after Update", o.ID, order.Confirmed, "via-decorator")
+}
+
+func TestMissIsNotCached(t *testing.T) {
+	e := newEnv(t, time.Minute)
+	id := uuid.Must(uuid.NewV7()).String()
+	if _, err := e.st.Get(context.Background(), id); !errors.Is(err, order.ErrNotFound) {
+		t.Fatalf("Get(missing): got %v, want ErrNotFound", err)
+	}
+	e.createID(t, id)
+	e.wantGet(t, "after create", id, order.Pending, "")
+}
+
+func TestUpdateInvalidatesOnlyTouchedAfterCommit(t *testing.T) {
+	e := newEnv(t, time.Minute)
+	a, b := e.create(t), e.create(t)
+	e.get(t, a.ID)
+	e.get(t, b.ID)
+	e.sneak(t, a.ID, "sneaky-a")
+	e.sneak(t, b.ID, "sneaky-b")
+
+	var during order.Order
+	err := e.st.Update(context.Background(), func(tx order.Tx) error {
+		if err := tx.SetStatus(context.Background(), a.ID, order.Rejected, "x", time.Now()); err != nil {
+			return err
+		}
+		// Not yet committed: the entry must still be there. A reader
+		// that missed now would load the old committed row into the cache.
+		var err error
+		during, err = e.st.Get(context.Background(), a.ID)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if during.Status != order.Pending || during.Reason != "" {
+		t.Errorf("Get during the tx: got (%s, %q), want the cached (PENDING, \"\")", during.Status, during.Reason)
+	}
+	e.wantGet(t, "touched", a.ID, order.Rejected, "x")
+	e.wantGet(t, "untouched", b.ID, order.Pending, "")
+}
+
+func TestFailedUpdateLeavesCache(t *testing.T) {
+	e := newEnv(t, time.Minute)
+	o := e.create(t)
+	e.get(t, o.ID)
+	e.sneak(t, o.ID, "sneaky")
+	boom := errors.New("boom")
+	err := e.st.Update(context.Background(), func(tx order.Tx) error {
+		if err := tx.SetStatus(context.Background(), o.ID, order.Confirmed, "", time.Now()); err != nil {
+			return err
+		}
+		return boom
+	})
+	if !errors.Is(err, boom) {
+		t.Fatalf("Update: got %v, want %v", err, boom)
+	}
+	// Had the failed Update dropped the entry, Get would read "sneaky".
+	e.wantGet(t, "after a rolled-back Update", o.ID, order.Pending, "")
+	if got, _ := e.sql.Get(context.Background(), o.ID); got.Status != order.Pending {
+		t.Errorf("database after rollback: got %s, want PENDING", got.Status)
+	}
+}
+
+func TestFailedCreateDoesNotCache(t *testing.T) {
+	e := newEnv(t, time.Minute)
+	o := e.create(t)
+	// A second Create of the same id fails; nothing changes in the cache.
+	e.get(t, o.ID)
+	e.sneak(t, o.ID, "sneaky")
+	err := e.st.Update(context.Background(), func(tx order.Tx) error { return tx.Create(context.Background(), o, "", "") })
+	if err == nil {
+		t.Fatal("Create of an existing id: got nil, want an error")
+	}
+	e.wantGet(t, "after a failed Create", o.ID, order.Pending, "")
+}
+
+func TestTTL(t *testing.T) {
+	const ttl = 50 * time.Millisecond
+	e := newEnv(t, ttl)
+	o := e.create(t)
+	e.get(t, o.ID)
+	e.sneak(t, o.ID, "sneaky")
+	e.wantGet(t, "within the ttl", o.ID, order.Pending, "")
+	time.Sleep(ttl + 30*time.Millisecond)
+	e.wantGet(t, "after the ttl", o.ID, order.Pending, "sneaky")
+}
+
+func TestListIsNotCached(t *testing.T) {
+	e := newEnv(t, time.Minute)
+	o := e.create(t)
+	e.get(t, o.ID)
+	e.sneak(t, o.ID, "sneaky")
+	got, err := e.st.List(context.Background(), order.Filter{Limit: 10})
+	if err != nil || len(got) != 1 || got[0].Reason != "sneaky" {
+		t.Errorf("List: got (%+v, %v), want the one order with reason sneaky", got, err)
+	}
+}
