@@ -8,22 +8,18 @@ import (
 	"database/sql"
 	"embed"
 	"fmt"
-	"io/fs"
 	"time"
 
 	"github.com/convergehq/converge/internal/events"
+	"github.com/convergehq/converge/internal/store"
 )
 
 //go:embed migrations/*.sql
 var migrations embed.FS
 
-// Migrations is the inbox table's schema, applied with store.DB.Migrate.
-func Migrations() fs.FS {
-	sub, err := fs.Sub(migrations, "migrations")
-	if err != nil {
-		panic(err) // the embedded path is fixed at build time
-	}
-	return sub
+// Migrations is the inbox table's schema, for store.DB.Migrate.
+func Migrations() store.Migrations {
+	return store.Migrations{Component: "inbox", FS: migrations}
 }
 
 // Claim records that consumer applies e in tx. It returns false when the

@@ -21,7 +21,7 @@ func openDB(t testing.TB) *store.DB {
 		t.Fatalf("store.Open: %v", err)
 	}
 	t.Cleanup(func() { db.Close() })
-	if err := db.Migrate(ctx, "inbox", inbox.Migrations()); err != nil {
+	if err := db.Migrate(ctx, inbox.Migrations()); err != nil {
 		t.Fatalf("Migrate: %v", err)
 	}
 	return db

@@ -10,22 +10,18 @@ import (
 	"embed"
 	"encoding/json"
 	"fmt"
-	"io/fs"
 	"time"
 
 	"github.com/convergehq/converge/internal/events"
+	"github.com/convergehq/converge/internal/store"
 )
 
 //go:embed migrations/*.sql
 var migrations embed.FS
 
-// Migrations is the outbox table's schema, applied with store.DB.Migrate.
-func Migrations() fs.FS {
-	sub, err := fs.Sub(migrations, "migrations")
-	if err != nil {
-		panic(err) // the embedded path is fixed at build time
-	}
-	return sub
+// Migrations is the outbox table's schema, for store.DB.Migrate.
+func Migrations() store.Migrations {
+	return store.Migrations{Component: "outbox", FS: migrations}
 }
 
 // Add writes e to the outbox as part of tx. The event is published only if

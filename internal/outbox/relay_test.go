@@ -32,10 +32,10 @@ func openDB(t testing.TB) *store.DB {
 		t.Fatalf("store.Open: %v", err)
 	}
 	t.Cleanup(func() { db.Close() })
-	if err := db.Migrate(ctx, "outbox", outbox.Migrations()); err != nil {
+	if err := db.Migrate(ctx, outbox.Migrations()); err != nil {
 		t.Fatalf("migrate outbox: %v", err)
 	}
-	if err := db.Migrate(ctx, "inbox", inbox.Migrations()); err != nil {
+	if err := db.Migrate(ctx, inbox.Migrations()); err != nil {
 		t.Fatalf("migrate inbox: %v", err)
 	}
 	return db

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"runtime"
 	"sort"
@@ -99,24 +100,41 @@ func (db *DB) InTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	return nil
 }
 
-// Migrate applies the *.sql files of migrations, in name order, that the
-// database has not seen under component yet. Each file runs in its own
-// transaction together with the row that records it.
-func (db *DB) Migrate(ctx context.Context, component string, migrations fs.FS) error {
+// Migrations is one component's schema: the files migrations/*.sql of FS,
+// applied in name order.
+type Migrations struct {
+	Component string
+	FS        fs.FS
+}
+
+// Migrate applies, component by component, the migrations the database has
+// not seen yet. Each file runs in its own transaction together with the row
+// that records it.
+func (db *DB) Migrate(ctx context.Context, ms ...Migrations) error {
 	if _, err := db.Write.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
 		component  TEXT NOT NULL,
 		version    TEXT NOT NULL,
 		applied_at BIGINT NOT NULL,
 		PRIMARY KEY (component, version))`); err != nil {
-		return fmt.Errorf("migrate %s: %w", component, err)
+		return fmt.Errorf("migrate: %w", err)
 	}
-	names, err := fs.Glob(migrations, "*.sql")
+	for _, m := range ms {
+		if err := db.migrate(ctx, m.Component, m.FS); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (db *DB) migrate(ctx context.Context, component string, migrations fs.FS) error {
+	names, err := fs.Glob(migrations, "migrations/*.sql")
 	if err != nil {
 		return fmt.Errorf("migrate %s: %w", component, err)
 	}
 	sort.Strings(names)
-	for _, name := range names {
-		body, err := fs.ReadFile(migrations, name)
+	for _, file := range names {
+		name := path.Base(file) // the version recorded: the file name alone
+		body, err := fs.ReadFile(migrations, file)
 		if err != nil {
 			return fmt.Errorf("migrate %s: %w", component, err)
 		}

@@ -21,11 +21,11 @@ func TestMigrateOnceAndTx(t *testing.T) {
 	}
 	defer db.Close()
 	migs := fstest.MapFS{
-		"001_t.sql": {Data: []byte(`CREATE TABLE t (k TEXT PRIMARY KEY, v INTEGER NOT NULL);`)},
-		"002_u.sql": {Data: []byte(`CREATE TABLE u (k TEXT PRIMARY KEY);`)},
+		"migrations/001_t.sql": {Data: []byte(`CREATE TABLE t (k TEXT PRIMARY KEY, v INTEGER NOT NULL);`)},
+		"migrations/002_u.sql": {Data: []byte(`CREATE TABLE u (k TEXT PRIMARY KEY);`)},
 	}
 	for range 2 { // a second run applies nothing and does not fail
-		if err := db.Migrate(ctx, "test", migs); err != nil {
+		if err := db.Migrate(ctx, store.Migrations{Component: "test", FS: migs}); err != nil {
 			t.Fatalf("migrate: %v", err)
 		}
 	}

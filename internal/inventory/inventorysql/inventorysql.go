@@ -8,7 +8,6 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"io/fs"
 	"strings"
 	"time"
 
@@ -31,17 +30,8 @@ var _ inventory.Store = (*Store)(nil)
 
 // Open migrates db (stock, reservations, outbox, inbox) and returns a Store.
 func Open(ctx context.Context, db *store.DB) (*Store, error) {
-	sub, err := fs.Sub(migrations, "migrations")
-	if err != nil {
+	if err := db.Migrate(ctx, store.Migrations{Component: "inventory", FS: migrations}, outbox.Migrations(), inbox.Migrations()); err != nil {
 		return nil, err
-	}
-	for _, m := range []struct {
-		name string
-		fs   fs.FS
-	}{{"inventory", sub}, {"outbox", outbox.Migrations()}, {"inbox", inbox.Migrations()}} {
-		if err := db.Migrate(ctx, m.name, m.fs); err != nil {
-			return nil, err
-		}
 	}
 	return &Store{db: db}, nil
 }

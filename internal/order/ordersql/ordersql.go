@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"strings"
 	"time"
 
@@ -33,17 +32,8 @@ var _ order.Store = (*Store)(nil)
 
 // Open migrates db (orders, outbox, inbox) and returns a Store over it.
 func Open(ctx context.Context, db *store.DB) (*Store, error) {
-	sub, err := fs.Sub(migrations, "migrations")
-	if err != nil {
+	if err := db.Migrate(ctx, store.Migrations{Component: "order", FS: migrations}, outbox.Migrations(), inbox.Migrations()); err != nil {
 		return nil, err
-	}
-	for _, m := range []struct {
-		name string
-		fs   fs.FS
-	}{{"order", sub}, {"outbox", outbox.Migrations()}, {"inbox", inbox.Migrations()}} {
-		if err := db.Migrate(ctx, m.name, m.fs); err != nil {
-			return nil, err
-		}
 	}
 	return &Store{db: db}, nil
 }
