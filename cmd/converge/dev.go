@@ -17,6 +17,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	fs.StringVar(&cfg.APIKey, "api-key", "", "API key clients must send as 'Authorization: Bearer <key>' (default: generated once and kept in the data directory)")
 	fs.BoolVar(&cfg.Seed, "seed", cfg.Seed, "seed a demo catalogue on first start")
 	fs.IntVar(&cfg.Gateways, "gateways", cfg.Gateways, "API gateway instances behind the load balancer")
+	fs.StringVar(&cfg.LBPolicy, "lb-policy", cfg.LBPolicy, "how the load balancer picks a gateway: least-loaded or round-robin")
 	fs.IntVar(&cfg.BrokerPort, "broker-port", cfg.BrokerPort, "embedded NATS port on 127.0.0.1 (0 picks a free one)")
 	fs.BoolVar(&cfg.BrokerSync, "broker-sync", cfg.BrokerSync, "fsync every broker write; false trades durability for speed")
 	fs.DurationVar(&cfg.CacheTTL, "cache-ttl", cfg.CacheTTL, "how long a cached read may live")

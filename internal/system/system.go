@@ -33,6 +33,7 @@ type Config struct {
 	APIKey     string        // empty: read DataDir/api-key, or generate and keep one
 	Seed       bool          // seed a demo catalogue into a new inventory database
 	Gateways   int           // API gateway instances behind the load balancer
+	LBPolicy   string        // "least-loaded" or "round-robin"
 	BrokerPort int           // embedded NATS port; 0 picks a free one
 	BrokerSync bool          // fsync every broker write (the durable default)
 	CacheTTL   time.Duration // upper bound on a cached read's staleness
@@ -45,6 +46,7 @@ func DefaultConfig() Config {
 		DataDir:    "./converge-data",
 		Seed:       true,
 		Gateways:   2,
+		LBPolicy:   "least-loaded",
 		BrokerPort: 4223,
 		BrokerSync: true,
 		CacheTTL:   5 * time.Second,
@@ -155,7 +157,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *System, err er
 		backends = append(backends, u)
 	}
 
-	bal, err := lb.New(lb.Config{Backends: backends}, log.With("role", "lb"))
+	bal, err := lb.New(lb.Config{Backends: backends, Policy: cfg.LBPolicy}, log.With("role", "lb"))
 	if err != nil {
 		return nil, err
 	}
