@@ -53,6 +53,25 @@ func DefaultConfig() Config {
 	}
 }
 
+// Validate checks cfg before anything is started or written.
+func (cfg Config) Validate() error {
+	switch {
+	case cfg.Addr == "":
+		return errors.New("the load balancer address is empty")
+	case cfg.DataDir == "":
+		return errors.New("the data directory is empty")
+	case cfg.Gateways < 1 || cfg.Gateways > 64:
+		return fmt.Errorf("gateways must be 1 to 64, got %d", cfg.Gateways)
+	case cfg.LBPolicy != "least-loaded" && cfg.LBPolicy != "round-robin":
+		return fmt.Errorf("lb policy must be least-loaded or round-robin, got %q", cfg.LBPolicy)
+	case cfg.BrokerPort < 0 || cfg.BrokerPort > 65535:
+		return fmt.Errorf("broker port must be 0 to 65535, got %d", cfg.BrokerPort)
+	case cfg.CacheTTL <= 0:
+		return fmt.Errorf("cache TTL must be positive, got %s", cfg.CacheTTL)
+	}
+	return nil
+}
+
 // Timeouts the gateways apply per upstream. Orders allow for ?wait=30s.
 const (
 	orderTimeout     = 35 * time.Second
@@ -87,11 +106,8 @@ type System struct {
 // Start brings up the broker, the two services, the gateways and the load
 // balancer, in that order. On error, what was started is stopped again.
 func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *System, err error) {
-	if cfg.Gateways < 1 {
-		return nil, fmt.Errorf("need at least 1 gateway, got %d", cfg.Gateways)
-	}
-	if cfg.CacheTTL <= 0 {
-		return nil, fmt.Errorf("cache TTL must be positive, got %s", cfg.CacheTTL)
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
