@@ -20,10 +20,23 @@ type Result struct {
 	Detail string
 }
 
-// Run checks every invariant once. An error means a database could not be
-// read, not that an invariant failed.
+// Run checks every invariant once. Each database is read in one read
+// transaction, a consistent snapshot even while the system runs. An error
+// means a database could not be read, not that an invariant failed.
 func Run(ctx context.Context, orders, inventory *sql.DB) ([]Result, error) {
-	s, err := load(ctx, orders, inventory)
+	// Read inventory first: an order that changes between the two snapshots
+	// then shows as pending or as ahead of inventory, never as a false loss.
+	inv, err := inventory.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return nil, fmt.Errorf("check: inventory database: %w", err)
+	}
+	defer func() { _ = inv.Rollback() }() // read only: nothing to undo
+	ord, err := orders.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return nil, fmt.Errorf("check: order database: %w", err)
+	}
+	defer func() { _ = ord.Rollback() }()
+	s, err := load(ctx, ord, inv)
 	if err != nil {
 		return nil, err
 	}
@@ -64,13 +77,11 @@ type snapshot struct {
 	applied map[string]int
 }
 
-func load(ctx context.Context, orders, inventory *sql.DB) (*snapshot, error) {
+func load(ctx context.Context, orders, inventory *sql.Tx) (*snapshot, error) {
 	s := &snapshot{
 		orders: map[string]orderRow{}, stock: map[string]stockRow{}, reservations: map[string]reservation{},
 		unpublished: map[string]int{}, emitted: map[string]int{}, written: map[string]int{}, applied: map[string]int{},
 	}
-	// Read inventory first: an order that changes in between then shows
-	// as pending or as ahead of inventory, never as a false loss.
 	if err := each(ctx, inventory, `SELECT sku, on_hand, reserved FROM stock`, func(r *sql.Rows) error {
 		var sku string
 		var st stockRow
@@ -94,7 +105,11 @@ func load(ctx context.Context, orders, inventory *sql.DB) (*snapshot, error) {
 		if err := r.Scan(&id, &sku, &q); err != nil {
 			return err
 		}
-		s.reservations[id].items[sku] = q
+		res, ok := s.reservations[id]
+		if !ok {
+			return fmt.Errorf("items of reservation %s, which does not exist", id)
+		}
+		res.items[sku] = q
 		return nil
 	}); err != nil {
 		return nil, err
@@ -120,7 +135,7 @@ func load(ctx context.Context, orders, inventory *sql.DB) (*snapshot, error) {
 	}); err != nil {
 		return nil, err
 	}
-	for name, db := range map[string]*sql.DB{"order": orders, "inventory": inventory} {
+	for name, db := range map[string]*sql.Tx{"order": orders, "inventory": inventory} {
 		if err := each(ctx, db, `SELECT event_type, payload, published_at IS NULL FROM outbox`, func(r *sql.Rows) error {
 			var typ string
 			var payload []byte
@@ -156,7 +171,7 @@ func load(ctx context.Context, orders, inventory *sql.DB) (*snapshot, error) {
 	return s, nil
 }
 
-func each(ctx context.Context, db *sql.DB, q string, fn func(*sql.Rows) error) error {
+func each(ctx context.Context, db *sql.Tx, q string, fn func(*sql.Rows) error) error {
 	rows, err := db.QueryContext(ctx, q)
 	if err != nil {
 		return fmt.Errorf("check: %s: %w", q, err)

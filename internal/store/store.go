@@ -46,8 +46,10 @@ func Open(ctx context.Context, url string) (*DB, error) {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)" +
-		"&_pragma=busy_timeout(10000)&_pragma=foreign_keys(ON)&_txlock=immediate"
-	write, err := sql.Open("sqlite", dsn)
+		"&_pragma=busy_timeout(10000)&_pragma=foreign_keys(ON)"
+	// Writers take the write lock when they begin, so a transaction never
+	// fails upgrading from reader to writer.
+	write, err := sql.Open("sqlite", dsn+"&_txlock=immediate")
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
@@ -55,6 +57,8 @@ func Open(ctx context.Context, url string) (*DB, error) {
 	// Go instead of spinning on SQLITE_BUSY.
 	write.SetMaxOpenConns(1)
 	write.SetConnMaxIdleTime(0)
+	// Readers begin deferred: a read transaction is a snapshot of the
+	// database (WAL) and never blocks the writer.
 	read, err := sql.Open("sqlite", dsn+"&_pragma=query_only(ON)")
 	if err != nil {
 		write.Close()

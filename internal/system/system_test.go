@@ -493,3 +493,39 @@ func TestShutdownReleasesLongPolls(t *testing.T) {
 		t.Fatalf("long poll during shutdown: status %d %s, want 200 with the PENDING order", r.Status, r.Body)
 	}
 }
+
+// The checker reads a running system: each database is one snapshot, so the
+// invariants that hold inside one database hold at every instant.
+func TestCheckWhileRunning(t *testing.T) {
+	dir := t.TempDir()
+	sys := startIn(t, dir)
+	c := newClient(t, sys)
+	c.setStock("A-1", 1000)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				if _, err := c.try("POST", "/api/v1/orders", map[string]any{"customer_id": "c", "items": []item{{"A-1", 1}}}); err != nil {
+					t.Errorf("POST: %v", err)
+					return
+				}
+			}
+		})
+	}
+	runs := 0
+	for ctx.Err() == nil {
+		for _, r := range runCheck(t, context.Background(), dir) {
+			if !r.OK && (strings.HasPrefix(r.Name, "reserved equals") || strings.HasPrefix(r.Name, "0 <= reserved")) {
+				t.Fatalf("under load, run %d: %s: %s", runs, r.Name, r.Detail)
+			}
+		}
+		runs++
+	}
+	wg.Wait()
+	if runs < 3 {
+		t.Fatalf("the checker ran %d times in 2s, want several", runs)
+	}
+	checkInvariants(t, dir)
+}

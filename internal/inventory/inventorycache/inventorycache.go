@@ -1,13 +1,14 @@
 // Package inventorycache fronts an inventory.Store with cache B: reads of
 // one SKU come from the cache, and every SKU a committed transaction touched
-// is dropped right after the commit. The TTL bounds staleness in the one
-// race invalidation cannot close.
+// is dropped right after the commit. A read fills the cache only if no
+// invalidation happened while it read; the TTL is the safety net behind it.
 package inventorycache
 
 import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/convergehq/converge/internal/inventory"
@@ -26,6 +27,10 @@ type Store struct {
 	cache Cache
 	ttl   time.Duration
 	log   *slog.Logger
+	// gen counts invalidations. A read stores what it loaded only if no
+	// invalidation happened meanwhile, so a slow reader cannot put back a
+	// row that a concurrent commit has just replaced.
+	gen atomic.Uint64
 }
 
 var _ inventory.Store = (*Store)(nil)
@@ -47,9 +52,13 @@ func (s *Store) Get(ctx context.Context, sku string) (inventory.Item, error) {
 			return it, nil
 		}
 	}
+	gen := s.gen.Load()
 	it, err := s.next.Get(ctx, sku)
 	if err != nil {
 		return inventory.Item{}, err
+	}
+	if s.gen.Load() != gen {
+		return it, nil
 	}
 	if b, err := json.Marshal(it); err == nil {
 		if err := s.cache.Set(ctx, key(sku), b, s.ttl); err != nil {
@@ -72,6 +81,7 @@ func (s *Store) Update(ctx context.Context, fn func(inventory.Tx) error) error {
 		return fn(&trackingTx{Tx: tx, touched: &touched})
 	})
 	if err == nil && len(touched) > 0 {
+		s.gen.Add(1)
 		if derr := s.cache.Delete(context.WithoutCancel(ctx), touched...); derr != nil {
 			s.log.WarnContext(ctx, "cache B invalidation failed; entries expire with the TTL", "skus", touched, "err", derr)
 		}

@@ -1,14 +1,16 @@
 // Package ordercache fronts an order.Store with cache A: reads of one order
 // are served from the cache, and every order a committed transaction touched
-// is dropped from it right after the commit. The TTL bounds how stale a read
-// can be in the one race invalidation cannot close (a reader that loaded the
-// old row stores it after the writer's invalidation).
+// is dropped from it right after the commit. A read fills the cache only if
+// no invalidation happened while it read; the TTL is the safety net behind
+// that (for a cache shared by several processes, where this process cannot
+// see the others' invalidations).
 package ordercache
 
 import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/convergehq/converge/internal/order"
@@ -28,6 +30,10 @@ type Store struct {
 	cache Cache
 	ttl   time.Duration
 	log   *slog.Logger
+	// gen counts invalidations. A read stores what it loaded only if no
+	// invalidation happened meanwhile, so a slow reader cannot put back a
+	// row that a concurrent commit has just replaced.
+	gen atomic.Uint64
 }
 
 var _ order.Store = (*Store)(nil)
@@ -50,9 +56,13 @@ func (s *Store) Get(ctx context.Context, id string) (order.Order, error) {
 			return o, nil
 		}
 	}
+	gen := s.gen.Load()
 	o, err := s.next.Get(ctx, id)
 	if err != nil {
 		return order.Order{}, err
+	}
+	if s.gen.Load() != gen {
+		return o, nil
 	}
 	if b, err := json.Marshal(o); err == nil {
 		if err := s.cache.Set(ctx, key(id), b, s.ttl); err != nil {
@@ -75,6 +85,7 @@ func (s *Store) Update(ctx context.Context, fn func(order.Tx) error) error {
 		return fn(&trackingTx{Tx: tx, touched: &touched})
 	})
 	if err == nil && len(touched) > 0 {
+		s.gen.Add(1)
 		if derr := s.cache.Delete(context.WithoutCancel(ctx), touched...); derr != nil {
 			s.log.WarnContext(ctx, "cache A invalidation failed; entries expire with the TTL", "ids", touched, "err", derr)
 		}

@@ -1,0 +1,62 @@
+package ordercache_test
+
+import (
+	"context"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/convergehq/converge/internal/cache"
+	"github.com/convergehq/converge/internal/order"
+	"github.com/convergehq/converge/internal/order/ordercache"
+)
+
+// slowReader pauses every Get after it has read the database, so a commit
+// can land between a reader's database read and its cache fill.
+type slowReader struct {
+	order.Store
+	read, resume chan struct{}
+	paused       bool // only the first Get pauses
+}
+
+func (s *slowReader) Get(ctx context.Context, id string) (order.Order, error) {
+	o, err := s.Store.Get(ctx, id)
+	if !s.paused {
+		s.paused = true
+		s.read <- struct{}{}
+		<-s.resume
+	}
+	return o, err
+}
+
+// A reader that loaded the old row before a commit must not put it back in
+// the cache after the commit's invalidation: the next read sees the commit.
+func TestSlowReaderDoesNotCacheAStaleRow(t *testing.T) {
+	e := newEnv(t, time.Hour)
+	o := e.create(t)
+	slow := &slowReader{Store: e.sql, read: make(chan struct{}), resume: make(chan struct{})}
+	st := ordercache.New(slow, cache.NewMemory(100), time.Hour, slog.New(slog.DiscardHandler))
+
+	got := make(chan order.Order)
+	go func() {
+		o, err := st.Get(context.Background(), o.ID)
+		if err != nil {
+			t.Error(err)
+		}
+		got <- o
+	}()
+	<-slow.read // the reader holds the PENDING row
+	ctx := context.Background()
+	if err := st.Update(ctx, func(tx order.Tx) error {
+		return tx.SetStatus(ctx, o.ID, order.Confirmed, "", time.Now())
+	}); err != nil {
+		t.Fatal(err)
+	}
+	close(slow.resume)
+	if stale := <-got; stale.Status != order.Pending {
+		t.Fatalf("the slow read returned %s, want the PENDING it read", stale.Status)
+	}
+	if now, err := st.Get(ctx, o.ID); err != nil || now.Status != order.Confirmed {
+		t.Fatalf("read after the commit: %s (%v), want CONFIRMED: the stale row was cached", now.Status, err)
+	}
+}
