@@ -2,6 +2,7 @@ package order
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 )
@@ -63,9 +64,7 @@ func (pl *placer) submit(ctx context.Context, p *placement, run func(context.Con
 	pl.queue = pl.queue[n:]
 	pl.mu.Unlock()
 
-	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), placeTimeout)
-	run(bctx, batch)
-	cancel()
+	runBatch(ctx, batch, run)
 
 	pl.mu.Lock()
 	for _, q := range batch {
@@ -80,4 +79,20 @@ func (pl *placer) submit(ctx context.Context, p *placement, run func(context.Con
 		pl.leading = false
 	}
 	pl.mu.Unlock()
+}
+
+// runBatch runs one batch. A panic in it becomes every placement's error:
+// the hand-off after it must happen, or every later Place would wait for a
+// leader that is gone.
+func runBatch(ctx context.Context, batch []*placement, run func(context.Context, []*placement)) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), placeTimeout)
+	defer cancel()
+	defer func() {
+		if r := recover(); r != nil {
+			for _, p := range batch {
+				p.order, p.created, p.err = Order{}, false, fmt.Errorf("place batch panicked: %v", r)
+			}
+		}
+	}()
+	run(ctx, batch)
 }
