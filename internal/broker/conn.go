@@ -46,6 +46,10 @@ func Connect(ctx context.Context, url, name string, log *slog.Logger) (*Conn, er
 		nats.RetryOnFailedConnect(true),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(reconnectWait),
+		// No reconnect buffer: a publish while disconnected fails at once
+		// instead of waiting in the client, so a relay never has a later
+		// event go out before an earlier one it will resend.
+		nats.ReconnectBufSize(-1),
 		nats.DrainTimeout(closeTimeout),
 		nats.ConnectHandler(func(*nats.Conn) {
 			log.Info("nats connected", "url", url)

@@ -39,7 +39,7 @@ const (
 
 const (
 	defaultBatch            = 64
-	defaultMaxDeliver       = 6
+	defaultMaxDeliver       = 10
 	defaultAckWait          = 30 * time.Second
 	deadLetterSubjectPrefix = "dlq."
 	// maxErrorHeaderLen keeps a huge error text from pushing the copy over
@@ -49,7 +49,7 @@ const (
 
 // defaultBackoff is a function so that no caller can share or alter it.
 func defaultBackoff() []time.Duration {
-	return []time.Duration{100 * time.Millisecond, 500 * time.Millisecond, 2 * time.Second, 5 * time.Second, 10 * time.Second}
+	return []time.Duration{100 * time.Millisecond, 500 * time.Millisecond, 2 * time.Second, 5 * time.Second, 10 * time.Second, 30 * time.Second}
 }
 
 const (
@@ -90,8 +90,8 @@ type ConsumerConfig struct {
 	Stream            string
 	Durable           string // durable pull consumer name (shared by all instances of a service)
 	FilterSubjects    []string
-	Backoff           []time.Duration // delay before redelivery after the n-th failure; default [100ms, 500ms, 2s, 5s, 10s]
-	MaxDeliver        int             // deliveries before dead-lettering; default 6
+	Backoff           []time.Duration // delay before redelivery after the n-th failure; default [100ms, 500ms, 2s, 5s, 10s, 30s], the last repeated
+	MaxDeliver        int             // deliveries before dead-lettering; default 10 (about 2 minutes of retries)
 	AckWait           time.Duration   // default 30s
 	Batch             int             // max deliveries handed to the handler at once; default 64
 	DeadLetterSubject string          // default "dlq." + Durable

@@ -38,6 +38,7 @@ type roleConfig struct {
 // outbox relay, event consumer and HTTP server.
 type serviceRole struct {
 	name   string
+	addr   string // host:port of its HTTP server
 	url    string
 	db     *store.DB
 	conn   *broker.Conn
@@ -112,7 +113,7 @@ func (r *serviceRole) run(bg context.Context, relay *outbox.Relay, cc broker.Con
 	if err != nil {
 		return fmt.Errorf("%s: %w", r.name, err)
 	}
-	r.server, r.url = srv, "http://"+addr
+	r.server, r.addr, r.url = srv, addr, "http://"+addr
 	return nil
 }
 
@@ -206,16 +207,14 @@ func eventHandler(apply func(context.Context, []events.Envelope) []error, log *s
 	}
 }
 
-// catalogue is the demo stock a first start seeds.
-var catalogue = []struct {
-	sku    string
-	onHand int64
-}{
-	{"A-1", 100}, {"B-2", 50}, {"C-3", 10}, {"D-4", 0}, {"E-5", 1000},
-}
-
+// seed stores the demo catalogue a first start offers.
 func seed(ctx context.Context, svc *inventory.Service) error {
-	for _, c := range catalogue {
+	for _, c := range []struct {
+		sku    string
+		onHand int64
+	}{
+		{"A-1", 100}, {"B-2", 50}, {"C-3", 10}, {"D-4", 0}, {"E-5", 1000},
+	} {
 		if _, err := svc.SetStock(ctx, c.sku, c.onHand); err != nil {
 			return fmt.Errorf("seed catalogue: %w", err)
 		}

@@ -90,8 +90,9 @@ type System struct {
 	BrokerURL    string
 	APIKey       string
 
-	brokerMu  sync.Mutex
-	brokerSrv *broker.Server
+	brokerMu   sync.Mutex
+	brokerSrv  *broker.Server
+	brokerPort int // the port it got first, kept across restarts
 
 	order     *serviceRole
 	inventory *serviceRole
@@ -112,7 +113,10 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *System, err er
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
-	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	// The services' loops are stopped one by one in Shutdown, each after its
+	// own server; only the load balancer's health checks stop with cancel.
+	base := context.WithoutCancel(ctx)
+	lbCtx, cancel := context.WithCancel(base)
 	s := &System{cfg: cfg, log: log, cancel: cancel, failed: make(chan error, 4)}
 	defer func() {
 		if err != nil {
@@ -135,7 +139,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *System, err er
 	invDB := filepath.Join(cfg.DataDir, "inventory.db")
 	_, statErr := os.Stat(invDB)
 	firstStart := errors.Is(statErr, os.ErrNotExist)
-	inv, invSvc, err := startInventory(ctx, bg, roleConfig{db: "sqlite:" + invDB, broker: s.BrokerURL, cacheTTL: cfg.CacheTTL}, log, s.failed)
+	inv, invSvc, err := startInventory(ctx, base, roleConfig{db: "sqlite:" + invDB, broker: s.BrokerURL, cacheTTL: cfg.CacheTTL}, log, s.failed)
 	if err != nil {
 		return nil, err
 	}
@@ -145,14 +149,14 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *System, err er
 			return nil, err
 		}
 	}
-	ord, err := startOrder(ctx, bg, roleConfig{db: "sqlite:" + filepath.Join(cfg.DataDir, "order.db"), broker: s.BrokerURL, cacheTTL: cfg.CacheTTL}, log, s.failed)
+	ord, err := startOrder(ctx, base, roleConfig{db: "sqlite:" + filepath.Join(cfg.DataDir, "order.db"), broker: s.BrokerURL, cacheTTL: cfg.CacheTTL}, log, s.failed)
 	if err != nil {
 		return nil, err
 	}
 	s.order, s.OrderURL = ord, ord.url
 
-	orderURL, _ := url.Parse(s.OrderURL)
-	invURL, _ := url.Parse(s.InventoryURL)
+	orderURL := &url.URL{Scheme: "http", Host: ord.addr}
+	invURL := &url.URL{Scheme: "http", Host: inv.addr}
 	var backends []*url.URL
 	for i := range cfg.Gateways {
 		gw, err := gateway.New(gateway.Config{
@@ -169,15 +173,14 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *System, err er
 		}
 		s.gateways = append(s.gateways, srv)
 		s.GatewayURLs = append(s.GatewayURLs, "http://"+addr)
-		u, _ := url.Parse("http://" + addr)
-		backends = append(backends, u)
+		backends = append(backends, &url.URL{Scheme: "http", Host: addr})
 	}
 
 	bal, err := lb.New(lb.Config{Backends: backends, Policy: cfg.LBPolicy}, log.With("role", "lb"))
 	if err != nil {
 		return nil, err
 	}
-	s.wg.Go(func() { bal.Run(bg) })
+	s.wg.Go(func() { bal.Run(lbCtx) })
 	srv, addr, err := serve(cfg.Addr, bal, s.failed)
 	if err != nil {
 		return nil, fmt.Errorf("load balancer: %w", err)
@@ -210,13 +213,17 @@ func (s *System) Shutdown(ctx context.Context) error {
 	for _, gw := range s.gateways {
 		errs = append(errs, gw.Shutdown(ctx))
 	}
-	var wg sync.WaitGroup
+	var (
+		wg sync.WaitGroup
+		mu sync.Mutex
+	)
 	for _, r := range []*serviceRole{s.order, s.inventory} {
 		if r != nil {
 			wg.Go(func() {
-				if err := r.shutdown(ctx); err != nil {
-					s.log.Error("shutdown", "role", r.name, "err", err)
-				}
+				err := r.shutdown(ctx)
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
 			})
 		}
 	}
@@ -235,9 +242,8 @@ func (s *System) StartBroker() error {
 		return nil
 	}
 	port := s.cfg.BrokerPort
-	if s.BrokerURL != "" { // a restart: keep the address clients reconnect to
-		u, _ := url.Parse(s.BrokerURL)
-		fmt.Sscan(u.Port(), &port)
+	if s.brokerPort != 0 { // a restart: keep the address clients reconnect to
+		port = s.brokerPort
 	}
 	srv, err := broker.StartServer(broker.ServerConfig{
 		Dir:    filepath.Join(s.cfg.DataDir, "broker"),
@@ -247,7 +253,7 @@ func (s *System) StartBroker() error {
 	if err != nil {
 		return fmt.Errorf("broker: %w", err)
 	}
-	s.brokerSrv, s.BrokerURL = srv, srv.ClientURL()
+	s.brokerSrv, s.brokerPort, s.BrokerURL = srv, srv.Port(), srv.ClientURL()
 	return nil
 }
 
