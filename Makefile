@@ -14,3 +14,6 @@ lint:
 
 bench:
 	go test -run '^$$' -bench . -benchtime 2s ./...
+
+load:
+	go run ./cmd/converge load

@@ -14,10 +14,10 @@ import (
 )
 
 func runCheck(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("check", stderr)
+	fs := newFlagSet("check")
 	dataDir := fs.String("data", "./converge-data", "data directory of a converge dev system (running or stopped)")
 	wait := fs.Duration("wait", 0, "keep checking until every invariant holds or this much time has passed (lets a running system settle)")
-	if err := parseFlags(fs, args, getenv); err != nil {
+	if err := parseFlags(fs, args, getenv, stdout); err != nil {
 		return err
 	}
 	dbs := map[string]string{}

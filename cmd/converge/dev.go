@@ -11,7 +11,7 @@ import (
 
 func runDev(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	cfg := system.DefaultConfig()
-	fs := newFlagSet("dev", stderr)
+	fs := newFlagSet("dev")
 	fs.StringVar(&cfg.Addr, "addr", cfg.Addr, "load balancer listen address")
 	fs.StringVar(&cfg.DataDir, "data", cfg.DataDir, "data directory (SQLite files, broker store, API key)")
 	fs.StringVar(&cfg.APIKey, "api-key", "", "API key clients must send as 'Authorization: Bearer <key>' (default: generated once and kept in the data directory)")
@@ -22,8 +22,12 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	fs.BoolVar(&cfg.BrokerSync, "broker-sync", cfg.BrokerSync, "fsync every broker write; false trades durability for speed")
 	fs.DurationVar(&cfg.CacheTTL, "cache-ttl", cfg.CacheTTL, "how long a cached read may live")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
-	if err := parseFlags(fs, args, getenv); err != nil {
+	if err := parseFlags(fs, args, getenv, stdout); err != nil {
 		return err
+	}
+	// Before anything is created: a bad flag leaves no data directory behind.
+	if err := cfg.Validate(); err != nil {
+		return usageError{"dev: " + err.Error()}
 	}
 	log, err := newLogger(stderr, *logLevel)
 	if err != nil {

@@ -15,7 +15,7 @@ import (
 
 func runLoad(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	cfg := load.DefaultConfig()
-	fs := newFlagSet("load", stderr)
+	fs := newFlagSet("load")
 	fs.StringVar(&cfg.URL, "url", cfg.URL, "base URL of the system (the load balancer); no other URL is ever requested")
 	fs.StringVar(&cfg.APIKey, "api-key", "", "API key (default: the one converge dev keeps in --data)")
 	dataDir := fs.String("data", "./converge-data", "data directory of converge dev, read only for its api-key file when --api-key is not given")
@@ -26,7 +26,7 @@ func runLoad(ctx context.Context, args []string, getenv func(string) string, std
 	fs.Var(stock, "stock", "`units` available per SKU at the start of the run (default: enough to confirm about 80% of the orders)")
 	fs.IntVar(&cfg.Items, "items", cfg.Items, "most distinct SKUs in one order (each order takes 1 to this many, 1 to 3 units each)")
 	fs.DurationVar(&cfg.Timeout, "timeout", cfg.Timeout, "stop the whole run after this long, reporting what is still PENDING")
-	if err := parseFlags(fs, args, getenv); err != nil {
+	if err := parseFlags(fs, args, getenv, stdout); err != nil {
 		return err
 	}
 	cfg.Stock = load.DefaultStock(cfg.Orders, cfg.Items, cfg.SKUs)

@@ -2,6 +2,7 @@
 //
 //	converge dev      run everything in one process (embedded broker, SQLite)
 //	converge check    verify the system's invariants
+//	converge load     place orders and measure acceptance and convergence
 //
 // Every flag also reads from a CONVERGE_* environment variable.
 package main
@@ -20,23 +21,48 @@ import (
 )
 
 func main() {
+	ctx, stop := signalContext()
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(report(os.Stderr, err))
+}
+
+// signalContext is cancelled by the first SIGINT or SIGTERM, which starts a
+// graceful shutdown. It then lets go of the signals, so that a second one
+// kills the process the default way when the shutdown hangs.
+func signalContext() (context.Context, context.CancelFunc) {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "converge:", err)
-		}
-		os.Exit(exitCode(err))
+	go func() {
+		<-ctx.Done()
+		stop()
+	}()
+	return ctx, stop
+}
+
+// report prints err as the one line a user reads, "converge: <error>", and
+// returns the exit code: 0 for success or a request for help (the flag list
+// is already printed), 2 for usage errors, 1 for everything else.
+func report(stderr io.Writer, err error) int {
+	if err == nil || errors.Is(err, flag.ErrHelp) {
+		return 0
 	}
+	fmt.Fprintln(stderr, "converge:", oneLine(err.Error()))
+	return exitCode(err)
 }
 
 // exitCode is 2 for usage errors, 1 for everything else.
 func exitCode(err error) int {
 	var u usageError
-	if errors.As(err, &u) || errors.Is(err, flag.ErrHelp) {
+	if errors.As(err, &u) {
 		return 2
 	}
 	return 1
+}
+
+// oneLine joins the lines of a message that has more than one, so the
+// error is always printed as a single line.
+func oneLine(s string) string {
+	return strings.Join(strings.FieldsFunc(s, func(r rune) bool { return r == '\n' || r == '\r' }), " ")
 }
 
 type usageError struct{ msg string }
@@ -53,10 +79,11 @@ commands:
 
 Run 'converge <command> -h' for the flags of a command.`
 
+// run runs the command args name. It prints nothing for a usage error: the
+// error itself, printed by main, is the one line the user reads.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, usage)
-		return usageError{"no command given"}
+		return usageError{"no command given; 'converge help' lists the commands"}
 	}
 	cmd, rest := args[0], args[1:]
 	switch cmd {
@@ -70,29 +97,31 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprintln(stdout, usage)
 		return nil
 	}
-	fmt.Fprintln(stderr, usage)
-	return usageError{fmt.Sprintf("unknown command %q", cmd)}
+	return usageError{fmt.Sprintf("unknown command %q; 'converge help' lists the commands", cmd)}
 }
 
-// newFlagSet returns a flag set whose defaults come from CONVERGE_*
-// variables; apply them with envDefaults after defining the flags.
-func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
+// newFlagSet returns a flag set that prints nothing while parsing: a bad
+// flag comes back from parseFlags as an error of one line, and the flag list
+// is printed for -h or --help only.
+func newFlagSet(name string) *flag.FlagSet {
 	fs := flag.NewFlagSet("converge "+name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(io.Discard)
 	return fs
 }
 
-// envDefaults sets each flag not given on the command line from its
-// CONVERGE_<NAME> twin (dashes become underscores).
-func parseFlags(fs *flag.FlagSet, args []string, getenv func(string) string) error {
+// parseFlags parses args, then sets each flag not given on the command line
+// from its CONVERGE_<NAME> twin (dashes become underscores). For -h or
+// --help it prints the flag list on help and returns flag.ErrHelp.
+func parseFlags(fs *flag.FlagSet, args []string, getenv func(string) string, help io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			printFlags(help, fs)
 			return err
 		}
-		return usageError{err.Error()}
+		return usageError{fmt.Sprintf("%s: %v", command(fs), err)}
 	}
 	if fs.NArg() > 0 {
-		return usageError{fmt.Sprintf("%s: unexpected argument %q", fs.Name(), fs.Arg(0))}
+		return usageError{fmt.Sprintf("%s: unexpected argument %q", command(fs), fs.Arg(0))}
 	}
 	given := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
@@ -104,11 +133,24 @@ func parseFlags(fs *flag.FlagSet, args []string, getenv func(string) string) err
 		env := "CONVERGE_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
 		if v := getenv(env); v != "" {
 			if serr := f.Value.Set(v); serr != nil {
-				err = usageError{fmt.Sprintf("%s=%q: %v", env, v, serr)}
+				err = usageError{fmt.Sprintf("%s: %s=%q: %v", command(fs), env, v, serr)}
 			}
 		}
 	})
 	return err
+}
+
+// command is the subcommand fs parses for, such as "dev", the prefix of its
+// errors.
+func command(fs *flag.FlagSet) string { return strings.TrimPrefix(fs.Name(), "converge ") }
+
+// printFlags writes the flag list of fs to w.
+func printFlags(w io.Writer, fs *flag.FlagSet) {
+	fmt.Fprintf(w, "usage: %s [flags]\n\nEach flag also reads from its CONVERGE_* environment variable (--cache-ttl from CONVERGE_CACHE_TTL).\n\nflags:\n", fs.Name())
+	out := fs.Output()
+	fs.SetOutput(w)
+	fs.PrintDefaults()
+	fs.SetOutput(out)
 }
 
 func newLogger(w io.Writer, level string) (*slog.Logger, error) {

@@ -3,8 +3,16 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
+	"flag"
+	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -77,6 +85,10 @@ func TestDevRunsAndStops(t *testing.T) {
 	}
 }
 
+// TestUsageErrors runs converge as main does on bad input: run itself prints
+// nothing, main prints exactly one line "converge: <error>" on stderr, and
+// the exit code is 2 (1 for an error that is not about usage). Nothing is
+// created: the data directory given is not there afterwards.
 func TestUsageErrors(t *testing.T) {
 	env := func(k string) string {
 		if k == "CONVERGE_GATEWAYS" {
@@ -89,14 +101,25 @@ func TestUsageErrors(t *testing.T) {
 		args []string
 		env  func(string) string
 		want string
+		code int
 	}{
-		{"no command", nil, nil, "no command given"},
-		{"unknown command", []string{"fly"}, nil, `unknown command "fly"`},
-		{"unknown flag", []string{"dev", "--nope"}, nil, "flag provided but not defined"},
-		{"stray argument", []string{"check", "extra"}, nil, `unexpected argument "extra"`},
-		{"bad env twin", []string{"dev"}, env, "CONVERGE_GATEWAYS"},
-		{"bad log level", []string{"dev", "--log-level", "loud"}, nil, "log level"},
-		{"check without data", []string{"check", "--data", "/nonexistent"}, nil, "no order database"},
+		{"no command", nil, nil, "no command given", 2},
+		{"unknown command", []string{"fly"}, nil, `unknown command "fly"`, 2},
+		{"unknown flag", []string{"dev", "--nope"}, nil, "dev: flag provided but not defined: -nope", 2},
+		{"flag without value", []string{"dev", "--gateways"}, nil, "dev: flag needs an argument: -gateways", 2},
+		{"flag of wrong type", []string{"dev", "--gateways", "two"}, nil, `dev: invalid value "two" for flag -gateways`, 2},
+		{"stray argument", []string{"check", "extra"}, nil, `check: unexpected argument "extra"`, 2},
+		{"bad env twin", []string{"dev"}, env, "CONVERGE_GATEWAYS", 2},
+		{"bad log level", []string{"dev", "--log-level", "loud"}, nil, "log level", 2},
+		{"no gateways", []string{"dev", "--gateways", "0"}, nil, "gateways must be 1 to 64, got 0", 2},
+		{"too many gateways", []string{"dev", "--gateways", "65"}, nil, "gateways must be 1 to 64, got 65", 2},
+		{"no cache TTL", []string{"dev", "--cache-ttl", "0"}, nil, "cache TTL must be positive", 2},
+		{"unknown lb policy", []string{"dev", "--lb-policy", "bogus"}, nil, `lb policy must be least-loaded or round-robin, got "bogus"`, 2},
+		{"broker port out of range", []string{"dev", "--broker-port", "70000"}, nil, "broker port must be 0 to 65535", 2},
+		{"empty address", []string{"dev", "--addr", ""}, nil, "address is empty", 2},
+		{"load without orders", []string{"load", "--api-key", "k", "--orders", "0"}, nil, "load: ", 2},
+		{"load without API key", []string{"load"}, nil, "load: --api-key is required", 2},
+		{"check without data", []string{"check"}, nil, "no order database", 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -104,13 +127,142 @@ func TestUsageErrors(t *testing.T) {
 			if getenv == nil {
 				getenv = func(string) string { return "" }
 			}
-			err := run(context.Background(), tt.args, getenv, io.Discard, io.Discard)
-			if err == nil || !strings.Contains(err.Error(), tt.want) {
-				t.Fatalf("run(%q) = %v, want an error containing %q", tt.args, err, tt.want)
+			data := filepath.Join(t.TempDir(), "data")
+			args := tt.args
+			if len(args) > 0 { // every command takes --data
+				args = slices.Concat(args[:1], []string{"--data", data}, args[1:])
 			}
-			if strings.Contains(err.Error(), "\n") {
-				t.Fatalf("error is not one line: %q", err)
+			var stdout, stderr strings.Builder
+			err := run(context.Background(), args, getenv, &stdout, &stderr)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("run(%q) = %v, want an error containing %q", args, err, tt.want)
+			}
+			if stdout.Len() > 0 || stderr.Len() > 0 {
+				t.Fatalf("run(%q) printed\nstdout: %q\nstderr: %q\nwant nothing: main prints the error", args, stdout.String(), stderr.String())
+			}
+			code := report(&stderr, err)
+			if code != tt.code {
+				t.Errorf("exit code: got %d, want %d", code, tt.code)
+			}
+			if want := "converge: " + err.Error() + "\n"; stderr.String() != want || strings.Count(want, "\n") != 1 {
+				t.Errorf("main printed %q, want the one line %q", stderr.String(), want)
+			}
+			if _, err := os.Stat(data); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("the data directory %s exists after a usage error (stat: %v), want nothing created", data, err)
 			}
 		})
+	}
+}
+
+// TestHelp: -h and --help print the flag list, exit 0 and print no error.
+func TestHelp(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"help"}, "commands:"},
+		{[]string{"--help"}, "commands:"},
+		{[]string{"dev", "-h"}, "-gateways int"},
+		{[]string{"dev", "--help"}, "-lb-policy string"},
+		{[]string{"dev", "--gateways", "0", "-h"}, "-cache-ttl duration"},
+		{[]string{"check", "-h"}, "-wait duration"},
+		{[]string{"load", "--help"}, "-orders int"},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			var stdout, stderr strings.Builder
+			err := run(context.Background(), tt.args, func(string) string { return "" }, &stdout, &stderr)
+			if err != nil && !errors.Is(err, flag.ErrHelp) {
+				t.Fatalf("run(%q) = %v, want nil or flag.ErrHelp", tt.args, err)
+			}
+			if code := report(&stderr, err); code != 0 {
+				t.Errorf("exit code: got %d, want 0", code)
+			}
+			if !strings.Contains(stdout.String(), tt.want) {
+				t.Errorf("stdout: got %q, want it to contain %q", stdout.String(), tt.want)
+			}
+			if stderr.Len() > 0 {
+				t.Errorf("stderr: got %q, want nothing", stderr.String())
+			}
+		})
+	}
+}
+
+func TestReport(t *testing.T) {
+	tests := []struct {
+		err  error
+		want string
+		code int
+	}{
+		{nil, "", 0},
+		{flag.ErrHelp, "", 0},
+		{usageError{"dev: bad"}, "converge: dev: bad\n", 2},
+		{fmt.Errorf("dev: %w", errors.New("broker\nfailed")), "converge: dev: broker failed\n", 1},
+	}
+	for _, tt := range tests {
+		var out strings.Builder
+		if code := report(&out, tt.err); code != tt.code || out.String() != tt.want {
+			t.Errorf("report(%v): printed %q and returned %d, want %q and %d", tt.err, out.String(), code, tt.want, tt.code)
+		}
+	}
+}
+
+// TestSecondSignalKills runs signalContext in a child process whose
+// shutdown never ends: the first SIGINT cancels the context, a second one
+// must kill the process the default way.
+func TestSecondSignalKills(t *testing.T) {
+	if os.Getenv("CONVERGE_TEST_SIGNAL_CHILD") == "1" {
+		ctx, stop := signalContext()
+		defer stop()
+		fmt.Println("ready")
+		<-ctx.Done()
+		fmt.Println("shutting down")
+		time.Sleep(time.Minute) // a shutdown that hangs
+		os.Exit(3)
+	}
+	if runtime.GOOS == "windows" {
+		t.Skip("no SIGINT to send on windows")
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestSecondSignalKills$")
+	cmd.Env = append(os.Environ(), "CONVERGE_TEST_SIGNAL_CHILD=1")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	lines := bufio.NewScanner(out)
+	next := func(want string) {
+		t.Helper()
+		if !lines.Scan() || lines.Text() != want {
+			t.Fatalf("child printed %q (%v), want %q", lines.Text(), lines.Err(), want)
+		}
+	}
+	next("ready")
+	if err := cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	next("shutting down")
+	go io.Copy(io.Discard, out)
+
+	// The child lets go of SIGINT just after its context is cancelled;
+	// until then a SIGINT is swallowed, so keep sending.
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case err := <-exited:
+			if cmd.ProcessState.ExitCode() != -1 {
+				t.Fatalf("child exited with %v, want it killed by the second SIGINT", err)
+			}
+			return
+		case <-deadline:
+			t.Fatal("child still running 10s after a second SIGINT, want it killed")
+		case <-time.After(50 * time.Millisecond):
+			_ = cmd.Process.Signal(os.Interrupt)
+		}
 	}
 }

@@ -32,13 +32,23 @@ const SchemaVersion = "1"
 // SpecVersion is the CloudEvents version of the envelope.
 const SpecVersion = "1.0"
 
-// Broker subjects are past-tense facts; each type has exactly one.
-var subjects = map[Type]string{
-	OrderCreated:   "orders.created",
-	OrderCancelled: "orders.cancelled",
-	StockReserved:  "inventory.reserved",
-	StockRejected:  "inventory.rejected",
-	StockReleased:  "inventory.released",
+// subjectOf is the broker subject events of type t are published on, or ""
+// for a type converge does not know. Subjects are past-tense facts; each
+// type has exactly one.
+func subjectOf(t Type) string {
+	switch t {
+	case OrderCreated:
+		return "orders.created"
+	case OrderCancelled:
+		return "orders.cancelled"
+	case StockReserved:
+		return "inventory.reserved"
+	case StockRejected:
+		return "inventory.rejected"
+	case StockReleased:
+		return "inventory.released"
+	}
+	return ""
 }
 
 // Streams: the order service publishes to Orders, the inventory service to
@@ -82,6 +92,26 @@ type Envelope struct {
 	Data            json.RawMessage `json:"data"`
 }
 
+// MaxSKU is the longest SKU, in bytes.
+const MaxSKU = 64
+
+// ValidSKU reports whether s is a well-formed SKU: 1 to MaxSKU characters
+// from [A-Za-z0-9._-]. Both services hold SKUs to this rule, so an order
+// never names a SKU inventory could not store.
+func ValidSKU(s string) bool {
+	if len(s) < 1 || len(s) > MaxSKU {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '.', c == '_', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
 // Item is one line of an order.
 type Item struct {
 	SKU      string `json:"sku"`
@@ -120,7 +150,7 @@ type StockReleasedData struct {
 // New builds an envelope with a time-ordered id (UUIDv7, so outbox and inbox
 // keys insert at the right edge of their indexes).
 func New(source string, t Type, subject string, data any, now time.Time) (Envelope, error) {
-	if _, ok := subjects[t]; !ok {
+	if subjectOf(t) == "" {
 		return Envelope{}, fmt.Errorf("new event: %w: type %q", ErrUnknown, t)
 	}
 	id, err := uuid.NewV7()
@@ -145,7 +175,7 @@ func New(source string, t Type, subject string, data any, now time.Time) (Envelo
 }
 
 // BrokerSubject is the subject the event is published on.
-func (e Envelope) BrokerSubject() string { return subjects[e.Type] }
+func (e Envelope) BrokerSubject() string { return subjectOf(e.Type) }
 
 // Decode parses and checks an envelope. It returns an error wrapping
 // ErrMalformed or ErrUnknown when the event cannot be used.
@@ -159,7 +189,7 @@ func Decode(b []byte) (Envelope, error) {
 		return Envelope{}, fmt.Errorf("%w: specversion %q, want %q", ErrUnknown, e.SpecVersion, SpecVersion)
 	case e.ID == "" || e.Source == "" || e.Subject == "":
 		return Envelope{}, fmt.Errorf("%w: id, source and subject are required", ErrMalformed)
-	case subjects[e.Type] == "":
+	case subjectOf(e.Type) == "":
 		return Envelope{}, fmt.Errorf("%w: type %q", ErrUnknown, e.Type)
 	case e.SchemaVersion != SchemaVersion:
 		return Envelope{}, fmt.Errorf("%w: %s schemaversion %q, want %q", ErrUnknown, e.Type, e.SchemaVersion, SchemaVersion)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -112,6 +113,43 @@ func TestNewRejectsUnknownType(t *testing.T) {
 	_, err := events.New("s", events.Type("io.converge.order.shipped"), "o1", events.OrderCancelledData{OrderID: "o1"}, time.Now())
 	if !errors.Is(err, events.ErrUnknown) {
 		t.Errorf("New(unknown type): got %v, want an error wrapping ErrUnknown", err)
+	}
+}
+
+func TestBrokerSubjectOfUnknownTypeIsEmpty(t *testing.T) {
+	e := events.Envelope{Type: "io.converge.order.shipped"}
+	if got := e.BrokerSubject(); got != "" {
+		t.Errorf("BrokerSubject(unknown type): got %q, want \"\"", got)
+	}
+}
+
+func TestValidSKU(t *testing.T) {
+	for sku, want := range map[string]bool{
+		"A": true, "abc-DEF_1.2": true, "...": true, "0": true, strings.Repeat("x", events.MaxSKU): true,
+		"": false, strings.Repeat("x", events.MaxSKU+1): false, "a:b": false, "a b": false, "é": false,
+		"a/b": false, "a\n": false, "a\x00": false, "A-1\n": false,
+	} {
+		if got := events.ValidSKU(sku); got != want {
+			t.Errorf("ValidSKU(%q): got %v, want %v", sku, got, want)
+		}
+	}
+}
+
+// TestValidSKUMatchesPattern holds ValidSKU to the pattern the API documents
+// (api/openapi.json) for every single byte, at both length limits.
+func TestValidSKUMatchesPattern(t *testing.T) {
+	pattern := regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+	for b := range 256 {
+		for _, s := range []string{
+			string([]byte{byte(b)}),
+			"A" + string([]byte{byte(b)}) + "z",
+			strings.Repeat("x", events.MaxSKU-1) + string([]byte{byte(b)}),
+			strings.Repeat("x", events.MaxSKU) + string([]byte{byte(b)}),
+		} {
+			if got, want := events.ValidSKU(s), pattern.MatchString(s); got != want {
+				t.Errorf("ValidSKU(%q): got %v, want %v (the pattern's answer)", s, got, want)
+			}
+		}
 	}
 }
 

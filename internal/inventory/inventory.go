@@ -8,7 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"regexp"
 	"time"
 
 	"github.com/convergehq/converge/internal/events"
@@ -53,8 +52,6 @@ type Reservation struct {
 // MaxOnHand bounds the stock of one SKU.
 const MaxOnHand = 1_000_000_000
 
-var skuPattern = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
-
 // Store is DB B as the service needs it. inventorysql implements it on SQL;
 // inventorycache fronts it with cache B.
 type Store interface {
@@ -85,7 +82,7 @@ type Tx interface {
 
 // ValidateStock checks a SetStock request.
 func ValidateStock(sku string, onHand int64) error {
-	if !skuPattern.MatchString(sku) {
+	if !events.ValidSKU(sku) {
 		return fmt.Errorf("%w: sku %q must match [A-Za-z0-9._-]{1,64}", ErrInvalid, sku)
 	}
 	if onHand < 0 || onHand > MaxOnHand {

@@ -7,7 +7,6 @@ package order
 import (
 	"errors"
 	"fmt"
-	"regexp"
 	"time"
 	"unicode/utf8"
 
@@ -70,11 +69,6 @@ const (
 	MaxQuantity = 10000
 )
 
-var skuPattern = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
-
-// ValidSKU reports whether s is a well-formed SKU.
-func ValidSKU(s string) bool { return skuPattern.MatchString(s) }
-
 // PlaceInput is a request to place an order.
 type PlaceInput struct {
 	CustomerID string `json:"customer_id"`
@@ -92,7 +86,7 @@ func (in PlaceInput) Validate() error {
 	}
 	seen := make(map[string]bool, len(in.Items))
 	for i, it := range in.Items {
-		if !ValidSKU(it.SKU) {
+		if !events.ValidSKU(it.SKU) {
 			return fmt.Errorf("%w: items[%d].sku %q must match [A-Za-z0-9._-]{1,64}", ErrInvalid, i, it.SKU)
 		}
 		if it.Quantity < 1 || it.Quantity > MaxQuantity {

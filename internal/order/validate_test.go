@@ -69,17 +69,6 @@ func TestPlaceInputValidate(t *testing.T) {
 	}
 }
 
-func TestValidSKU(t *testing.T) {
-	for sku, want := range map[string]bool{
-		"A": true, "abc-DEF_1.2": true, strings.Repeat("x", 64): true,
-		"": false, strings.Repeat("x", 65): false, "a:b": false, "a b": false, "é": false,
-	} {
-		if got := order.ValidSKU(sku); got != want {
-			t.Errorf("ValidSKU(%q): got %v, want %v", sku, got, want)
-		}
-	}
-}
-
 func TestParseStatus(t *testing.T) {
 	cases := []struct {
 		in   string

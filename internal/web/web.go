@@ -100,9 +100,17 @@ func Decode(w http.ResponseWriter, r *http.Request, dst any) error {
 	return nil
 }
 
+// ErrorStatus pairs a sentinel error with the status it is answered with.
+type ErrorStatus struct {
+	Err    error
+	Status int
+}
+
 // Statuses maps a service's sentinel errors to the status they are answered
-// with. Each service declares its own; Error walks it with errors.Is.
-type Statuses map[error]int
+// with. Each service declares its own. Error walks it in order and the first
+// entry that errors.Is matches wins, so an error that wraps two sentinels
+// always gets the same status: list the more specific sentinel first.
+type Statuses []ErrorStatus
 
 // Error answers err as problem+json. A *StatusError or an error in statuses
 // gets its status and its message; anything else is a 500 whose detail says
@@ -113,9 +121,9 @@ func Error(w http.ResponseWriter, r *http.Request, log *slog.Logger, statuses St
 		WriteProblem(w, se.Status, se.Error())
 		return
 	}
-	for target, status := range statuses {
-		if errors.Is(err, target) {
-			WriteProblem(w, status, err.Error())
+	for _, s := range statuses {
+		if errors.Is(err, s.Err) {
+			WriteProblem(w, s.Status, err.Error())
 			return
 		}
 	}

@@ -24,10 +24,14 @@ func Routes(svc *inventory.Service, ready health.Check, log *slog.Logger) http.H
 	return web.Handler(mux)
 }
 
-var statuses = web.Statuses{
-	inventory.ErrNotFound: http.StatusNotFound,
-	inventory.ErrInvalid:  http.StatusBadRequest,
-	inventory.ErrConflict: http.StatusConflict,
+// statuses maps the domain's errors to HTTP statuses; the first match wins.
+// A function rather than a variable, so that no handler can change it.
+func statuses() web.Statuses {
+	return web.Statuses{
+		{Err: inventory.ErrNotFound, Status: http.StatusNotFound},
+		{Err: inventory.ErrInvalid, Status: http.StatusBadRequest},
+		{Err: inventory.ErrConflict, Status: http.StatusConflict},
+	}
 }
 
 // setRequest is the body of PUT /api/v1/inventory/{sku}. A pointer tells a
@@ -40,7 +44,7 @@ func handleSet(svc *inventory.Service, log *slog.Logger) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var req setRequest
 		if err := web.Decode(w, r, &req); err != nil {
-			web.Error(w, r, log, statuses, err)
+			web.Error(w, r, log, statuses(), err)
 			return
 		}
 		if req.OnHand == nil {
@@ -49,7 +53,7 @@ func handleSet(svc *inventory.Service, log *slog.Logger) http.Handler {
 		}
 		it, err := svc.SetStock(r.Context(), r.PathValue("sku"), *req.OnHand)
 		if err != nil {
-			web.Error(w, r, log, statuses, err)
+			web.Error(w, r, log, statuses(), err)
 			return
 		}
 		web.WriteJSON(w, http.StatusOK, it)
@@ -60,7 +64,7 @@ func handleGet(svc *inventory.Service, log *slog.Logger) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		it, err := svc.Get(r.Context(), r.PathValue("sku"))
 		if err != nil {
-			web.Error(w, r, log, statuses, err)
+			web.Error(w, r, log, statuses(), err)
 			return
 		}
 		web.WriteJSON(w, http.StatusOK, it)
@@ -81,7 +85,7 @@ func handleList(svc *inventory.Service, log *slog.Logger) http.Handler {
 		}
 		page, err := svc.List(r.Context(), q.Get("after"), limit)
 		if err != nil {
-			web.Error(w, r, log, statuses, err)
+			web.Error(w, r, log, statuses(), err)
 			return
 		}
 		web.WriteJSON(w, http.StatusOK, page)

@@ -20,12 +20,12 @@ func handlePlace(svc *order.Service, log *slog.Logger) http.Handler {
 		}
 		var in order.PlaceInput
 		if err := web.Decode(w, r, &in); err != nil {
-			web.Error(w, r, log, statuses, err)
+			web.Error(w, r, log, statuses(), err)
 			return
 		}
 		o, created, err := svc.Place(r.Context(), in, key, r.Header.Get("traceparent"))
 		if err != nil {
-			web.Error(w, r, log, statuses, err)
+			web.Error(w, r, log, statuses(), err)
 			return
 		}
 		w.Header().Set("Location", "/api/v1/orders/"+o.ID)
@@ -54,7 +54,7 @@ func handleGet(svc *order.Service, log *slog.Logger) http.Handler {
 			o, err = svc.Get(r.Context(), id)
 		}
 		if err != nil {
-			web.Error(w, r, log, statuses, err)
+			web.Error(w, r, log, statuses(), err)
 			return
 		}
 		web.WriteJSON(w, http.StatusOK, o)
@@ -68,7 +68,7 @@ func handleList(svc *order.Service, log *slog.Logger) http.Handler {
 		if s := q.Get("status"); s != "" {
 			st, err := order.ParseStatus(s)
 			if err != nil {
-				web.Error(w, r, log, statuses, err)
+				web.Error(w, r, log, statuses(), err)
 				return
 			}
 			f.Status = st
@@ -83,7 +83,7 @@ func handleList(svc *order.Service, log *slog.Logger) http.Handler {
 		}
 		page, err := svc.List(r.Context(), f)
 		if err != nil {
-			web.Error(w, r, log, statuses, err)
+			web.Error(w, r, log, statuses(), err)
 			return
 		}
 		web.WriteJSON(w, http.StatusOK, page)
@@ -94,7 +94,7 @@ func handleCancel(svc *order.Service, log *slog.Logger) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		o, changed, err := svc.Cancel(r.Context(), r.PathValue("id"), r.Header.Get("traceparent"))
 		if err != nil {
-			web.Error(w, r, log, statuses, err)
+			web.Error(w, r, log, statuses(), err)
 			return
 		}
 		status := http.StatusOK // already cancelled: nothing happened

@@ -23,10 +23,13 @@ func Routes(svc *order.Service, ready health.Check, log *slog.Logger) http.Handl
 	return web.Handler(mux)
 }
 
-// statuses maps the domain's errors to HTTP statuses.
-var statuses = web.Statuses{
-	order.ErrNotFound:            http.StatusNotFound,
-	order.ErrInvalid:             http.StatusBadRequest,
-	order.ErrConflict:            http.StatusConflict,
-	order.ErrIdempotencyMismatch: http.StatusUnprocessableEntity,
+// statuses maps the domain's errors to HTTP statuses; the first match wins.
+// A function rather than a variable, so that no handler can change it.
+func statuses() web.Statuses {
+	return web.Statuses{
+		{Err: order.ErrNotFound, Status: http.StatusNotFound},
+		{Err: order.ErrInvalid, Status: http.StatusBadRequest},
+		{Err: order.ErrIdempotencyMismatch, Status: http.StatusUnprocessableEntity},
+		{Err: order.ErrConflict, Status: http.StatusConflict},
+	}
 }

@@ -1,0 +1,181 @@
+package web_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/convergehq/converge/internal/web"
+)
+
+// problem reads rec as a problem+json answer and checks its status.
+func problem(t testing.TB, rec *httptest.ResponseRecorder, wantStatus int) web.Problem {
+	t.Helper()
+	if rec.Code != wantStatus {
+		t.Fatalf("status: got %d, want %d (body %s)", rec.Code, wantStatus, rec.Body)
+	}
+	if ct := rec.Header().Get("Content-Type"); ct != "application/problem+json" {
+		t.Fatalf("Content-Type: got %q, want application/problem+json", ct)
+	}
+	var p web.Problem
+	if err := json.Unmarshal(rec.Body.Bytes(), &p); err != nil {
+		t.Fatalf("body %q is not a problem: %v", rec.Body, err)
+	}
+	if p.Status != wantStatus || p.Title != http.StatusText(wantStatus) || p.Type != "about:blank" {
+		t.Fatalf("problem: got %+v, want status %d, title %q, type about:blank", p, wantStatus, http.StatusText(wantStatus))
+	}
+	return p
+}
+
+func TestError(t *testing.T) {
+	errA := errors.New("a happened")
+	errB := errors.New("b happened")
+	both := fmt.Errorf("%w and %w", errA, errB)
+	aFirst := web.Statuses{{Err: errA, Status: http.StatusConflict}, {Err: errB, Status: http.StatusNotFound}}
+	bFirst := web.Statuses{{Err: errB, Status: http.StatusNotFound}, {Err: errA, Status: http.StatusConflict}}
+
+	cases := []struct {
+		name       string
+		statuses   web.Statuses
+		err        error
+		wantStatus int
+		wantDetail string
+		wantLogged bool
+	}{
+		{"sentinel", aFirst, fmt.Errorf("op: %w", errB), http.StatusNotFound, "op: b happened", false},
+		{"two sentinels, first listed wins", aFirst, both, http.StatusConflict, "a happened and b happened", false},
+		{"two sentinels, other order", bFirst, both, http.StatusNotFound, "a happened and b happened", false},
+		{"StatusError before the table", aFirst,
+			fmt.Errorf("decode: %w", &web.StatusError{Status: http.StatusTeapot, Err: errA}), http.StatusTeapot, "a happened", false},
+		{"unknown error is a 500 that hides it", aFirst,
+			errors.New("db: password=hunter2 at 10.0.0.1"), http.StatusInternalServerError, "internal error; see the service log", true},
+		{"no table", nil, errA, http.StatusInternalServerError, "internal error; see the service log", true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			// Many rounds: a map walked in random order would fail some.
+			for range 50 {
+				var logged bytes.Buffer
+				log := slog.New(slog.NewTextHandler(&logged, nil))
+				rec := httptest.NewRecorder()
+				web.Error(rec, httptest.NewRequest("GET", "/x", nil), log, c.statuses, c.err)
+				p := problem(t, rec, c.wantStatus)
+				if p.Detail != c.wantDetail {
+					t.Fatalf("detail: got %q, want %q", p.Detail, c.wantDetail)
+				}
+				if got := strings.Contains(logged.String(), c.err.Error()); got != c.wantLogged {
+					t.Fatalf("logged the error: got %v, want %v (log %q)", got, c.wantLogged, logged.String())
+				}
+			}
+		})
+	}
+}
+
+func TestDecode(t *testing.T) {
+	type dst struct {
+		Name  string `json:"name"`
+		Count int    `json:"count"`
+	}
+	big := `{"name":"` + strings.Repeat("x", web.MaxBody) + `"}`
+	cases := []struct {
+		name        string
+		contentType string
+		body        string
+		wantStatus  int // 0: no error
+		wantErr     string
+	}{
+		{"valid", "application/json", `{"name":"a","count":2}`, 0, ""},
+		{"charset parameter", "application/json; charset=utf-8", `{"name":"a"}`, 0, ""},
+		{"+json media type", "application/merge-patch+json", `{"name":"a"}`, 0, ""},
+		{"no content type", "", `{"name":"a"}`, http.StatusUnsupportedMediaType, "content type must be application/json"},
+		{"wrong content type", "text/plain", `{"name":"a"}`, http.StatusUnsupportedMediaType, `"text/plain"`},
+		{"unparsable content type", "application/json; =", `{"name":"a"}`, http.StatusUnsupportedMediaType, "is not application/json"},
+		{"too large", "application/json", big, http.StatusRequestEntityTooLarge, "larger than"},
+		{"too large after a valid object", "application/json", `{"name":"a"} ` + big, http.StatusRequestEntityTooLarge, "larger than"},
+		{"unknown field", "application/json", `{"name":"a","colour":"red"}`, http.StatusBadRequest, `unknown field "colour"`},
+		{"trailing object", "application/json", `{"name":"a"}{"name":"b"}`, http.StatusBadRequest, "single JSON object"},
+		{"trailing garbage", "application/json", `{"name":"a"} x`, http.StatusBadRequest, "single JSON object"},
+		{"malformed", "application/json", `{"name":`, http.StatusBadRequest, "malformed JSON"},
+		{"syntax error", "application/json", `{"name" "a"}`, http.StatusBadRequest, "malformed JSON at byte"},
+		{"wrong type", "application/json", `{"count":"two"}`, http.StatusBadRequest, `field "count" must be int`},
+		{"empty", "application/json", ``, http.StatusBadRequest, "body is empty"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := httptest.NewRequest("POST", "/x", strings.NewReader(c.body))
+			if c.contentType != "" {
+				r.Header.Set("Content-Type", c.contentType)
+			}
+			var d dst
+			err := web.Decode(httptest.NewRecorder(), r, &d)
+			if c.wantStatus == 0 {
+				if err != nil || d.Name != "a" {
+					t.Fatalf("Decode: got %v and %+v, want nil and name a", err, d)
+				}
+				return
+			}
+			var se *web.StatusError
+			if !errors.As(err, &se) || se.Status != c.wantStatus || !strings.Contains(err.Error(), c.wantErr) {
+				t.Fatalf("Decode: got %v (%T), want a *StatusError %d mentioning %q", err, err, c.wantStatus, c.wantErr)
+			}
+			if strings.Contains(err.Error(), "\n") || len(err.Error()) > 200 {
+				t.Fatalf("Decode error is not one short line: %q", err)
+			}
+		})
+	}
+}
+
+func TestHandler(t *testing.T) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /things/{id}", func(w http.ResponseWriter, r *http.Request) {
+		web.WriteJSON(w, http.StatusOK, map[string]string{"id": r.PathValue("id")})
+	})
+	mux.HandleFunc("DELETE /things/{id}", func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc("GET /dir/", func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusOK)
+	})
+	h := web.Handler(mux)
+	serve := func(method, target string) *httptest.ResponseRecorder {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(method, target, nil))
+		return rec
+	}
+
+	t.Run("route", func(t *testing.T) {
+		rec := serve("GET", "/things/7")
+		if rec.Code != http.StatusOK || strings.TrimSpace(rec.Body.String()) != `{"id":"7"}` {
+			t.Fatalf("GET /things/7: got %d %q, want 200 {\"id\":\"7\"}", rec.Code, rec.Body)
+		}
+	})
+	t.Run("unknown route", func(t *testing.T) {
+		p := problem(t, serve("GET", "/nowhere"), http.StatusNotFound)
+		if p.Detail != "no route for GET /nowhere" {
+			t.Fatalf("detail: got %q, want %q", p.Detail, "no route for GET /nowhere")
+		}
+	})
+	t.Run("wrong method", func(t *testing.T) {
+		rec := serve("POST", "/things/7")
+		p := problem(t, rec, http.StatusMethodNotAllowed)
+		if allow := rec.Header().Get("Allow"); allow != "DELETE, GET, HEAD" {
+			t.Fatalf("Allow: got %q, want %q", allow, "DELETE, GET, HEAD")
+		}
+		if !strings.Contains(p.Detail, "POST") || !strings.Contains(p.Detail, "/things/7") {
+			t.Fatalf("detail: got %q, want it to name POST and /things/7", p.Detail)
+		}
+	})
+	t.Run("redirect", func(t *testing.T) {
+		rec := serve("GET", "/dir")
+		// ServeMux's own redirect passes through (its code varies by Go version).
+		if rec.Code/100 != 3 || rec.Header().Get("Location") != "/dir/" {
+			t.Fatalf("GET /dir: got %d to %q, want a redirect to /dir/", rec.Code, rec.Header().Get("Location"))
+		}
+	})
+}
