@@ -14,6 +14,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -74,6 +75,21 @@ func TestDevRunsAndStops(t *testing.T) {
 		t.Fatalf("check report:\n%s", report.String())
 	}
 
+	// Orders still arriving when Ctrl-C comes: the shutdown publishes every
+	// event it accepted, so the outboxes are drained once it has stopped.
+	var wg sync.WaitGroup
+	for i := range 20 {
+		wg.Go(func() {
+			req, _ := http.NewRequest("POST", lbURL+"/api/v1/orders",
+				strings.NewReader(fmt.Sprintf(`{"customer_id":"late-%d","items":[{"sku":"E-5","quantity":1}]}`, i)))
+			req.Header.Set("Authorization", "Bearer "+key)
+			req.Header.Set("Content-Type", "application/json")
+			if resp, err := client.Do(req); err == nil {
+				resp.Body.Close()
+			}
+		})
+	}
+	wg.Wait()
 	cancel()
 	select {
 	case err := <-done:
@@ -82,6 +98,11 @@ func TestDevRunsAndStops(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("dev did not stop within 30s of the cancel")
+	}
+	report.Reset()
+	err = run(context.Background(), []string{"check", "--data", dir}, func(string) string { return "" }, &report, io.Discard)
+	if !strings.Contains(report.String(), "OK   every outbox is drained") {
+		t.Fatalf("check after the stop (%v):\n%s", err, report.String())
 	}
 }
 
