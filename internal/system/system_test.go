@@ -504,7 +504,7 @@ func TestShutdownReleasesLongPolls(t *testing.T) {
 		r, _ := c.try("GET", "/api/v1/orders/"+o.ID+"?wait=30s", nil)
 		got <- r
 	}()
-	time.Sleep(300 * time.Millisecond) // let the request reach the service
+	time.Sleep(time.Second) // let the request reach the service
 	began := time.Now()
 	stop(t, sys)
 	if d := time.Since(began); d > 10*time.Second {
