@@ -3,7 +3,6 @@ package check_test
 import (
 	"context"
 	"database/sql"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -11,25 +10,17 @@ import (
 	"github.com/convergehq/converge/internal/inventory/inventorysql"
 	"github.com/convergehq/converge/internal/order/ordersql"
 	"github.com/convergehq/converge/internal/store"
+	"github.com/convergehq/converge/internal/store/storetest"
 )
 
 // dbs returns migrated, empty order and inventory databases.
 func dbs(t *testing.T) (orders, inventory *store.DB) {
 	t.Helper()
 	ctx := context.Background()
-	dir := t.TempDir()
-	var err error
-	if orders, err = store.Open(ctx, "sqlite:"+filepath.Join(dir, "order.db")); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { orders.Close() })
+	orders, inventory = storetest.Open(t, "order"), storetest.Open(t, "inventory")
 	if _, err := ordersql.Open(ctx, orders); err != nil {
 		t.Fatal(err)
 	}
-	if inventory, err = store.Open(ctx, "sqlite:"+filepath.Join(dir, "inventory.db")); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { inventory.Close() })
 	if _, err := inventorysql.Open(ctx, inventory); err != nil {
 		t.Fatal(err)
 	}

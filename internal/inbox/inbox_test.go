@@ -4,23 +4,19 @@ import (
 	"context"
 	"database/sql"
 	"errors"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/convergehq/converge/internal/events"
 	"github.com/convergehq/converge/internal/inbox"
 	"github.com/convergehq/converge/internal/store"
+	"github.com/convergehq/converge/internal/store/storetest"
 )
 
 func openDB(t testing.TB) *store.DB {
 	t.Helper()
 	ctx := context.Background()
-	db, err := store.Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "inbox.db"))
-	if err != nil {
-		t.Fatalf("store.Open: %v", err)
-	}
-	t.Cleanup(func() { db.Close() })
+	db := storetest.Open(t, "inbox")
 	if err := db.Migrate(ctx, inbox.Migrations()); err != nil {
 		t.Fatalf("Migrate: %v", err)
 	}

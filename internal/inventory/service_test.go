@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -20,6 +19,7 @@ import (
 	"github.com/convergehq/converge/internal/inventory"
 	"github.com/convergehq/converge/internal/inventory/inventorysql"
 	"github.com/convergehq/converge/internal/store"
+	"github.com/convergehq/converge/internal/store/storetest"
 )
 
 type env struct {
@@ -32,11 +32,7 @@ type env struct {
 func newEnv(t testing.TB) *env {
 	t.Helper()
 	ctx := context.Background()
-	db, err := store.Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "inventory.db"))
-	if err != nil {
-		t.Fatalf("store.Open: %v", err)
-	}
-	t.Cleanup(func() { db.Close() })
+	db := storetest.Open(t, "inventory")
 	st, err := inventorysql.Open(ctx, db)
 	if err != nil {
 		t.Fatalf("inventorysql.Open: %v", err)

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
-	"path/filepath"
 	"reflect"
 	"slices"
 	"sync/atomic"
@@ -18,6 +17,7 @@ import (
 	"github.com/convergehq/converge/internal/order"
 	"github.com/convergehq/converge/internal/order/ordersql"
 	"github.com/convergehq/converge/internal/store"
+	"github.com/convergehq/converge/internal/store/storetest"
 )
 
 const trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -32,11 +32,7 @@ type env struct {
 func newEnv(t testing.TB) *env {
 	t.Helper()
 	ctx := context.Background()
-	db, err := store.Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "orders.db"))
-	if err != nil {
-		t.Fatalf("store.Open: %v", err)
-	}
-	t.Cleanup(func() { db.Close() })
+	db := storetest.Open(t, "orders")
 	st, err := ordersql.Open(ctx, db)
 	if err != nil {
 		t.Fatalf("ordersql.Open: %v", err)

@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"log/slog"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -20,6 +19,7 @@ import (
 	"github.com/convergehq/converge/internal/inbox"
 	"github.com/convergehq/converge/internal/outbox"
 	"github.com/convergehq/converge/internal/store"
+	"github.com/convergehq/converge/internal/store/storetest"
 )
 
 const waitTimeout = 10 * time.Second
@@ -27,11 +27,7 @@ const waitTimeout = 10 * time.Second
 func openDB(t testing.TB) *store.DB {
 	t.Helper()
 	ctx := context.Background()
-	db, err := store.Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "svc.db"))
-	if err != nil {
-		t.Fatalf("store.Open: %v", err)
-	}
-	t.Cleanup(func() { db.Close() })
+	db := storetest.Open(t, "svc")
 	if err := db.Migrate(ctx, outbox.Migrations()); err != nil {
 		t.Fatalf("migrate outbox: %v", err)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -14,6 +13,7 @@ import (
 	"github.com/convergehq/converge/internal/inventory/inventorycache"
 	"github.com/convergehq/converge/internal/inventory/inventorysql"
 	"github.com/convergehq/converge/internal/store"
+	"github.com/convergehq/converge/internal/store/storetest"
 )
 
 type env struct {
@@ -25,11 +25,7 @@ type env struct {
 func newEnv(t testing.TB, ttl time.Duration) *env {
 	t.Helper()
 	ctx := context.Background()
-	db, err := store.Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "inventory.db"))
-	if err != nil {
-		t.Fatalf("store.Open: %v", err)
-	}
-	t.Cleanup(func() { db.Close() })
+	db := storetest.Open(t, "inventory")
 	sq, err := inventorysql.Open(ctx, db)
 	if err != nil {
 		t.Fatalf("inventorysql.Open: %v", err)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -15,6 +14,7 @@ import (
 	"github.com/convergehq/converge/internal/order/ordercache"
 	"github.com/convergehq/converge/internal/order/ordersql"
 	"github.com/convergehq/converge/internal/store"
+	"github.com/convergehq/converge/internal/store/storetest"
 )
 
 type env struct {
@@ -27,11 +27,7 @@ type env struct {
 func newEnv(t testing.TB, ttl time.Duration) *env {
 	t.Helper()
 	ctx := context.Background()
-	db, err := store.Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "orders.db"))
-	if err != nil {
-		t.Fatalf("store.Open: %v", err)
-	}
-	t.Cleanup(func() { db.Close() })
+	db := storetest.Open(t, "orders")
 	sq, err := ordersql.Open(ctx, db)
 	if err != nil {
 		t.Fatalf("ordersql.Open: %v", err)
