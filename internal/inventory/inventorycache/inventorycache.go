@@ -6,66 +6,31 @@ package inventorycache
 
 import (
 	"context"
-	"encoding/json"
 	"log/slog"
-	"sync/atomic"
 	"time"
 
+	"github.com/convergehq/converge/internal/cache"
 	"github.com/convergehq/converge/internal/inventory"
 )
-
-// Cache is the cache this decorator needs.
-type Cache interface {
-	Get(ctx context.Context, key string) ([]byte, bool, error)
-	Set(ctx context.Context, key string, val []byte, ttl time.Duration) error
-	Delete(ctx context.Context, keys ...string) error
-}
 
 // Store is an inventory.Store with a read-through cache.
 type Store struct {
 	next  inventory.Store
-	cache Cache
-	ttl   time.Duration
-	log   *slog.Logger
-	// gen counts invalidations. A read stores what it loaded only if no
-	// invalidation happened meanwhile, so a slow reader cannot put back a
-	// row that a concurrent commit has just replaced.
-	gen atomic.Uint64
+	cache *cache.ReadThrough[inventory.Item]
 }
 
 var _ inventory.Store = (*Store)(nil)
 
 // New returns next fronted by cache, whose entries live at most ttl.
-func New(next inventory.Store, cache Cache, ttl time.Duration, log *slog.Logger) *Store {
-	return &Store{next: next, cache: cache, ttl: ttl, log: log}
+func New(next inventory.Store, c cache.Cache, ttl time.Duration, log *slog.Logger) *Store {
+	return &Store{next: next, cache: cache.NewReadThrough[inventory.Item](c, ttl, log.With("cache", "B"))}
 }
 
 func key(sku string) string { return "stock:" + sku }
 
 // Get reads through the cache; a cache failure falls back to the database.
 func (s *Store) Get(ctx context.Context, sku string) (inventory.Item, error) {
-	if b, ok, err := s.cache.Get(ctx, key(sku)); err != nil {
-		s.log.WarnContext(ctx, "cache B get failed", "sku", sku, "err", err)
-	} else if ok {
-		var it inventory.Item
-		if err := json.Unmarshal(b, &it); err == nil {
-			return it, nil
-		}
-	}
-	gen := s.gen.Load()
-	it, err := s.next.Get(ctx, sku)
-	if err != nil {
-		return inventory.Item{}, err
-	}
-	if s.gen.Load() != gen {
-		return it, nil
-	}
-	if b, err := json.Marshal(it); err == nil {
-		if err := s.cache.Set(ctx, key(sku), b, s.ttl); err != nil {
-			s.log.WarnContext(ctx, "cache B set failed", "sku", sku, "err", err)
-		}
-	}
-	return it, nil
+	return s.cache.Get(ctx, key(sku), func(ctx context.Context) (inventory.Item, error) { return s.next.Get(ctx, sku) })
 }
 
 // List is not cached.
@@ -80,11 +45,8 @@ func (s *Store) Update(ctx context.Context, fn func(inventory.Tx) error) error {
 		touched = touched[:0]
 		return fn(&trackingTx{Tx: tx, touched: &touched})
 	})
-	if err == nil && len(touched) > 0 {
-		s.gen.Add(1)
-		if derr := s.cache.Delete(context.WithoutCancel(ctx), touched...); derr != nil {
-			s.log.WarnContext(ctx, "cache B invalidation failed; entries expire with the TTL", "skus", touched, "err", derr)
-		}
+	if err == nil {
+		s.cache.Invalidate(ctx, touched)
 	}
 	return err
 }
