@@ -74,14 +74,13 @@ func (s *Service) placeBatch(ctx context.Context, batch []*placement) {
 		}
 		return nil
 	})
-	if err != nil && len(batch) > 1 {
+	switch {
+	case err == nil:
+	case len(batch) == 1 && !errors.Is(err, ErrKeyTaken):
+		batch[0].created, batch[0].err = false, err // alone already: retrying cannot help
+	default:
 		for _, p := range batch {
 			s.placeAlone(ctx, p)
-		}
-	} else if err != nil {
-		batch[0].created, batch[0].err = false, err
-		if errors.Is(err, ErrKeyTaken) {
-			s.placeAlone(ctx, batch[0])
 		}
 	}
 	for _, p := range batch {
