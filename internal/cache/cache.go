@@ -1,6 +1,7 @@
 // Package cache holds the in-process cache that fronts each service's reads
-// (cache A for orders, cache B for stock). Values are bytes so that a Redis
-// cache can take its place behind the same methods.
+// (cache A for orders, cache B for stock), and ReadThrough, the cache-aside
+// logic over it. Values are bytes so that a Redis cache can take its place
+// behind the same methods.
 package cache
 
 import (

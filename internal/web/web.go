@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"strconv"
 	"strings"
 )
 
@@ -134,4 +135,19 @@ func Error(w http.ResponseWriter, r *http.Request, log *slog.Logger, statuses St
 // NotFound answers unknown routes with problem+json.
 func NotFound(w http.ResponseWriter, r *http.Request) {
 	WriteProblem(w, http.StatusNotFound, fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path))
+}
+
+// QueryLimit reads the limit query parameter: 0 when absent (the caller's
+// default applies), a 400 *StatusError when it is not a whole number from 1
+// to max.
+func QueryLimit(r *http.Request, max int) (int, error) {
+	s := r.URL.Query().Get("limit")
+	if s == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 || n > max {
+		return 0, &StatusError{http.StatusBadRequest, fmt.Errorf("limit must be a whole number from 1 to %d", max)}
+	}
+	return n, nil
 }

@@ -3,10 +3,8 @@
 package inventoryhttp
 
 import (
-	"fmt"
 	"log/slog"
 	"net/http"
-	"strconv"
 
 	"github.com/convergehq/converge/internal/health"
 	"github.com/convergehq/converge/internal/inventory"
@@ -73,17 +71,12 @@ func handleGet(svc *inventory.Service, log *slog.Logger) http.Handler {
 
 func handleList(svc *inventory.Service, log *slog.Logger) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		q := r.URL.Query()
-		limit := 0
-		if s := q.Get("limit"); s != "" {
-			n, err := strconv.Atoi(s)
-			if err != nil || n < 1 {
-				web.WriteProblem(w, http.StatusBadRequest, fmt.Sprintf("limit must be a whole number from 1 to %d", inventory.MaxLimit))
-				return
-			}
-			limit = n
+		limit, err := web.QueryLimit(r, inventory.MaxLimit)
+		if err != nil {
+			web.Error(w, r, log, statuses(), err)
+			return
 		}
-		page, err := svc.List(r.Context(), q.Get("after"), limit)
+		page, err := svc.List(r.Context(), r.URL.Query().Get("after"), limit)
 		if err != nil {
 			web.Error(w, r, log, statuses(), err)
 			return

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/convergehq/converge/internal/order"
@@ -73,14 +72,12 @@ func handleList(svc *order.Service, log *slog.Logger) http.Handler {
 			}
 			f.Status = st
 		}
-		if s := q.Get("limit"); s != "" {
-			n, err := strconv.Atoi(s)
-			if err != nil || n < 1 {
-				web.WriteProblem(w, http.StatusBadRequest, fmt.Sprintf("limit must be a whole number from 1 to %d", order.MaxLimit))
-				return
-			}
-			f.Limit = n
+		limit, err := web.QueryLimit(r, order.MaxLimit)
+		if err != nil {
+			web.Error(w, r, log, statuses(), err)
+			return
 		}
+		f.Limit = limit
 		page, err := svc.List(r.Context(), f)
 		if err != nil {
 			web.Error(w, r, log, statuses(), err)
