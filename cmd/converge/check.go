@@ -41,7 +41,7 @@ func runCheck(ctx context.Context, args []string, getenv func(string) string, st
 
 	deadline := time.Now().Add(*wait)
 	for {
-		results, err := check.Run(ctx, orders.Read, inventory.Read)
+		results, err := check.Run(ctx, orders, inventory)
 		if err != nil {
 			return err
 		}

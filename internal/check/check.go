@@ -11,6 +11,8 @@ import (
 	"maps"
 	"slices"
 	"strings"
+
+	"github.com/convergehq/converge/internal/store"
 )
 
 // Result is one invariant's verdict.
@@ -23,22 +25,19 @@ type Result struct {
 // Run checks every invariant once. Each database is read in one read
 // transaction, a consistent snapshot even while the system runs. An error
 // means a database could not be read, not that an invariant failed.
-func Run(ctx context.Context, orders, inventory *sql.DB) ([]Result, error) {
+func Run(ctx context.Context, orders, inventory *store.DB) ([]Result, error) {
 	// Read inventory first: an order that changes between the two snapshots
 	// then shows as pending or as ahead of inventory, never as a false loss.
-	inv, err := inventory.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	var s *snapshot
+	err := inventory.ReadTx(ctx, func(inv *sql.Tx) error {
+		return orders.ReadTx(ctx, func(ord *sql.Tx) error {
+			var err error
+			s, err = load(ctx, ord, inv)
+			return err
+		})
+	})
 	if err != nil {
-		return nil, fmt.Errorf("check: inventory database: %w", err)
-	}
-	defer func() { _ = inv.Rollback() }() // read only: nothing to undo
-	ord, err := orders.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
-	if err != nil {
-		return nil, fmt.Errorf("check: order database: %w", err)
-	}
-	defer func() { _ = ord.Rollback() }()
-	s, err := load(ctx, ord, inv)
-	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("check: %w", err)
 	}
 	return []Result{
 		s.reservedMatches(),

@@ -2,7 +2,6 @@ package check_test
 
 import (
 	"context"
-	"database/sql"
 	"strings"
 	"testing"
 
@@ -27,10 +26,10 @@ func dbs(t *testing.T) (orders, inventory *store.DB) {
 	return orders, inventory
 }
 
-func exec(t *testing.T, db *sql.DB, stmts ...string) {
+func exec(t *testing.T, db *store.DB, stmts ...string) {
 	t.Helper()
 	for _, s := range stmts {
-		if _, err := db.Exec(s); err != nil {
+		if _, err := db.ExecContext(context.Background(), s); err != nil {
 			t.Fatalf("%s: %v", s, err)
 		}
 	}
@@ -38,7 +37,7 @@ func exec(t *testing.T, db *sql.DB, stmts ...string) {
 
 // A consistent state: one confirmed order holding 2 of A, its two events
 // written, published and applied on the other side.
-func consistent(t *testing.T, orders, inventory *sql.DB) {
+func consistent(t *testing.T, orders, inventory *store.DB) {
 	exec(t, orders,
 		`INSERT INTO orders (id, customer_id, status, reason, items, created_at, updated_at) VALUES ('o1', 'c', 'CONFIRMED', '', '[{"sku":"A","quantity":2}]', 1, 1)`,
 		`INSERT INTO outbox (event_id, event_type, subject, payload, created_at, published_at) VALUES ('e1', 'io.converge.order.created', 'orders.created', '{"subject":"o1"}', 1, 1)`,
@@ -82,10 +81,10 @@ func TestCheck(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			orders, inventory := dbs(t)
-			consistent(t, orders.Write, inventory.Write)
-			exec(t, orders.Write, tt.orders...)
-			exec(t, inventory.Write, tt.inventory...)
-			results, err := check.Run(context.Background(), orders.Read, inventory.Read)
+			consistent(t, orders, inventory)
+			exec(t, orders, tt.orders...)
+			exec(t, inventory, tt.inventory...)
+			results, err := check.Run(context.Background(), orders, inventory)
 			if err != nil {
 				t.Fatal(err)
 			}

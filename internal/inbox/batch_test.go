@@ -2,7 +2,6 @@ package inbox_test
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"slices"
@@ -26,18 +25,18 @@ var errFail = errors.New("apply failed")
 func newBatchEnv(t testing.TB) *batchEnv {
 	t.Helper()
 	db := openDB(t)
-	if _, err := db.Write.Exec(`CREATE TABLE applied (event_id TEXT NOT NULL)`); err != nil {
+	if _, err := db.ExecContext(context.Background(), `CREATE TABLE applied (event_id TEXT NOT NULL)`); err != nil {
 		t.Fatal(err)
 	}
 	return &batchEnv{db: db, fail: map[string]bool{}}
 }
 
-func (b *batchEnv) update(ctx context.Context, fn func(*sql.Tx) error) error {
+func (b *batchEnv) update(ctx context.Context, fn func(*store.Tx) error) error {
 	b.updates++
 	return b.db.InTx(ctx, fn)
 }
 
-func (b *batchEnv) apply(ctx context.Context, tx *sql.Tx, e events.Envelope) error {
+func (b *batchEnv) apply(ctx context.Context, tx *store.Tx, e events.Envelope) error {
 	fresh, err := inbox.Claim(ctx, tx, "test", e)
 	if err != nil || !fresh {
 		return err
@@ -58,7 +57,7 @@ func (b *batchEnv) run(es []events.Envelope) []error {
 // applied returns the ids in the applied table, in insertion order.
 func (b *batchEnv) applied(t testing.TB) []string {
 	t.Helper()
-	rows, err := b.db.Read.Query(`SELECT event_id FROM applied ORDER BY rowid`)
+	rows, err := b.db.QueryContext(context.Background(), `SELECT event_id FROM applied ORDER BY rowid`)
 	if err != nil {
 		t.Fatal(err)
 	}

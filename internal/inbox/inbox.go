@@ -5,7 +5,6 @@ package inbox
 
 import (
 	"context"
-	"database/sql"
 	"embed"
 	"fmt"
 	"time"
@@ -25,7 +24,7 @@ func Migrations() store.Migrations {
 // Claim records that consumer applies e in tx. It returns false when the
 // event was applied before: the caller then does nothing (and the
 // transaction may still commit, harmlessly).
-func Claim(ctx context.Context, tx *sql.Tx, consumer string, e events.Envelope) (bool, error) {
+func Claim(ctx context.Context, tx *store.Tx, consumer string, e events.Envelope) (bool, error) {
 	res, err := tx.ExecContext(ctx, `INSERT INTO inbox (consumer, event_id, event_type, applied_at)
 		VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING`,
 		consumer, e.ID, string(e.Type), time.Now().UnixMicro())

@@ -2,7 +2,6 @@ package inbox_test
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"testing"
 	"time"
@@ -36,7 +35,7 @@ func newEvent(t testing.TB) events.Envelope {
 func claim(t testing.TB, db *store.DB, consumer string, e events.Envelope) bool {
 	t.Helper()
 	var fresh bool
-	err := db.InTx(context.Background(), func(tx *sql.Tx) error {
+	err := db.InTx(context.Background(), func(tx *store.Tx) error {
 		var err error
 		fresh, err = inbox.Claim(context.Background(), tx, consumer, e)
 		return err
@@ -50,7 +49,7 @@ func claim(t testing.TB, db *store.DB, consumer string, e events.Envelope) bool 
 func rows(t testing.TB, db *store.DB) int {
 	t.Helper()
 	var n int
-	if err := db.Read.QueryRow(`SELECT count(*) FROM inbox`).Scan(&n); err != nil {
+	if err := db.QueryRowContext(context.Background(), `SELECT count(*) FROM inbox`).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
 	return n
@@ -88,7 +87,7 @@ func TestClaimTwiceInOneTx(t *testing.T) {
 	db := openDB(t)
 	e := newEvent(t)
 	var first, second bool
-	err := db.InTx(context.Background(), func(tx *sql.Tx) error {
+	err := db.InTx(context.Background(), func(tx *store.Tx) error {
 		var err error
 		if first, err = inbox.Claim(context.Background(), tx, "order", e); err != nil {
 			return err
@@ -109,7 +108,7 @@ func TestRolledBackClaimIsForgotten(t *testing.T) {
 	e := newEvent(t)
 	errApply := errors.New("apply failed")
 	var fresh bool
-	err := db.InTx(context.Background(), func(tx *sql.Tx) error {
+	err := db.InTx(context.Background(), func(tx *store.Tx) error {
 		var err error
 		if fresh, err = inbox.Claim(context.Background(), tx, "order", e); err != nil {
 			return err
@@ -139,7 +138,7 @@ func TestClaimRecordsType(t *testing.T) {
 	claim(t, db, "order", e)
 	var consumer, id, typ string
 	var at int64
-	if err := db.Read.QueryRow(`SELECT consumer, event_id, event_type, applied_at FROM inbox`).Scan(&consumer, &id, &typ, &at); err != nil {
+	if err := db.QueryRowContext(context.Background(), `SELECT consumer, event_id, event_type, applied_at FROM inbox`).Scan(&consumer, &id, &typ, &at); err != nil {
 		t.Fatal(err)
 	}
 	if consumer != "order" || id != e.ID || typ != string(e.Type) || at <= 0 {

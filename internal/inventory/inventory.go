@@ -64,7 +64,9 @@ type Store interface {
 
 // Tx is what a use case may do inside one transaction.
 type Tx interface {
-	// Stock returns the items that exist among skus.
+	// Stock returns the items that exist among skus and, on engines with
+	// row locks, locks them until the transaction ends (pass skus sorted,
+	// so that concurrent transactions lock in one order).
 	Stock(ctx context.Context, skus []string) (map[string]Item, error)
 	// SetOnHand creates or updates a SKU; ErrConflict if onHand < reserved.
 	SetOnHand(ctx context.Context, sku string, onHand int64, at time.Time) (Item, error)
@@ -72,8 +74,16 @@ type Tx interface {
 	// returns ErrConflict otherwise.
 	Reserve(ctx context.Context, sku string, qty int, at time.Time) error
 	Release(ctx context.Context, sku string, qty int, at time.Time) error
+	// Reservation reads what was decided for an order, and holds the
+	// order's reservation until the transaction ends, whether or not one
+	// exists yet: transactions about one order (its creation and its
+	// cancel, on two instances) run one after the other.
 	Reservation(ctx context.Context, orderID string) (Reservation, bool, error)
-	PutReservation(ctx context.Context, r Reservation, at time.Time) error
+	// AddReservation records the decision for an order that has none.
+	AddReservation(ctx context.Context, r Reservation, at time.Time) error
+	// SetReservationStatus moves an order's reservation from status from to
+	// status to; ErrConflict, changing nothing, if it is not in from.
+	SetReservationStatus(ctx context.Context, orderID string, from, to ReservationStatus, at time.Time) error
 	// Claim records e in the inbox; false means it was applied before.
 	Claim(ctx context.Context, e events.Envelope) (bool, error)
 	// Emit adds e to the outbox.

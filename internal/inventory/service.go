@@ -181,12 +181,12 @@ func (s *Service) reserve(ctx context.Context, tx Tx, d events.OrderCreatedData,
 				return err
 			}
 		}
-		if err := tx.PutReservation(ctx, Reservation{OrderID: d.OrderID, Status: Active, Items: items}, now); err != nil {
+		if err := tx.AddReservation(ctx, Reservation{OrderID: d.OrderID, Status: Active, Items: items}, now); err != nil {
 			return err
 		}
 		return s.emit(ctx, tx, events.StockReserved, d.OrderID, events.StockReservedData{OrderID: d.OrderID, Items: d.Items}, trace, now)
 	}
-	if err := tx.PutReservation(ctx, Reservation{OrderID: d.OrderID, Status: Refused, Reason: reason}, now); err != nil {
+	if err := tx.AddReservation(ctx, Reservation{OrderID: d.OrderID, Status: Refused, Reason: reason}, now); err != nil {
 		return err
 	}
 	return s.emit(ctx, tx, events.StockRejected, d.OrderID, events.StockRejectedData{OrderID: d.OrderID, Reason: reason}, trace, now)
@@ -200,7 +200,7 @@ func (s *Service) release(ctx context.Context, tx Tx, orderID, trace string, now
 		return err
 	}
 	if !found {
-		return tx.PutReservation(ctx, Reservation{OrderID: orderID, Status: Cancelled}, now)
+		return tx.AddReservation(ctx, Reservation{OrderID: orderID, Status: Cancelled}, now)
 	}
 	if r.Status != Active {
 		return nil
@@ -210,8 +210,7 @@ func (s *Service) release(ctx context.Context, tx Tx, orderID, trace string, now
 			return err
 		}
 	}
-	r.Status = Released
-	if err := tx.PutReservation(ctx, r, now); err != nil {
+	if err := tx.SetReservationStatus(ctx, orderID, Active, Released, now); err != nil {
 		return err
 	}
 	return s.emit(ctx, tx, events.StockReleased, orderID, events.StockReleasedData{OrderID: orderID}, trace, now)

@@ -103,7 +103,7 @@ type emitted struct {
 
 func outbox(t testing.TB, db *store.DB) []emitted {
 	t.Helper()
-	rows, err := db.Read.Query(`SELECT event_id, event_type, subject, payload FROM outbox ORDER BY seq`)
+	rows, err := db.QueryContext(context.Background(), `SELECT event_id, event_type, subject, payload FROM outbox ORDER BY seq`)
 	if err != nil {
 		t.Fatalf("read outbox: %v", err)
 	}
@@ -265,7 +265,7 @@ func TestSetStock(t *testing.T) {
 func count(t testing.TB, db *store.DB, table string) int {
 	t.Helper()
 	var n int
-	if err := db.Read.QueryRow(`SELECT count(*) FROM ` + table).Scan(&n); err != nil {
+	if err := db.QueryRowContext(context.Background(), `SELECT count(*) FROM `+table).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
 	return n
@@ -631,11 +631,11 @@ func TestConcurrentReservations(t *testing.T) {
 		t.Errorf("outbox by type: got %v, want %v", kinds, want)
 	}
 	var active, refused int
-	if err := e.db.Read.QueryRow(`SELECT count(*) FILTER (WHERE status = 'active'), count(*) FILTER (WHERE status = 'rejected') FROM reservations`).Scan(&active, &refused); err != nil {
+	if err := e.db.QueryRowContext(context.Background(), `SELECT count(*) FILTER (WHERE status = 'active'), count(*) FILTER (WHERE status = 'rejected') FROM reservations`).Scan(&active, &refused); err != nil {
 		t.Fatal(err)
 	}
 	var held int
-	if err := e.db.Read.QueryRow(`SELECT coalesce(sum(quantity), 0) FROM reservation_items WHERE sku = 'HOT'`).Scan(&held); err != nil {
+	if err := e.db.QueryRowContext(context.Background(), `SELECT coalesce(sum(quantity), 0) FROM reservation_items WHERE sku = 'HOT'`).Scan(&held); err != nil {
 		t.Fatal(err)
 	}
 	if active != stock || refused != orders-stock || held != stock {

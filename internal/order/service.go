@@ -253,7 +253,7 @@ func (s *Service) Cancel(ctx context.Context, id, traceparent string) (o Order, 
 			return fmt.Errorf("%w: order %s is REJECTED and cannot be cancelled", ErrConflict, id)
 		}
 		now := s.now().UTC().Truncate(time.Microsecond)
-		if err := tx.SetStatus(ctx, id, Cancelled, "", now); err != nil {
+		if err := tx.SetStatus(ctx, id, o.Status, Cancelled, "", now); err != nil {
 			return err
 		}
 		e, err := events.New(Source, events.OrderCancelled, id, events.OrderCancelledData{OrderID: id}, now)
@@ -338,5 +338,5 @@ func (s *Service) apply(ctx context.Context, tx Tx, e events.Envelope) (orderID 
 	if err != nil || to == "" || o.Status != Pending {
 		return orderID, err
 	}
-	return orderID, tx.SetStatus(ctx, orderID, to, reason, s.now().UTC())
+	return orderID, tx.SetStatus(ctx, orderID, Pending, to, reason, s.now().UTC())
 }

@@ -31,8 +31,15 @@ type env struct {
 
 func newEnv(t testing.TB) *env {
 	t.Helper()
+	return newEnvAt(t, storetest.URL(t, store.SQLite, "orders"))
+}
+
+// newEnvAt is an instance of the order service over the database at url;
+// several may share one database, as instances of the service do.
+func newEnvAt(t testing.TB, url string) *env {
+	t.Helper()
 	ctx := context.Background()
-	db := storetest.Open(t, "orders")
+	db := storetest.OpenURL(t, url)
 	st, err := ordersql.Open(ctx, db)
 	if err != nil {
 		t.Fatalf("ordersql.Open: %v", err)
@@ -102,7 +109,7 @@ type outboxRow struct {
 
 func outboxRows(t testing.TB, db *store.DB) []outboxRow {
 	t.Helper()
-	rows, err := db.Read.Query(`SELECT event_id, event_type, subject, traceparent, payload FROM outbox ORDER BY seq`)
+	rows, err := db.QueryContext(context.Background(), `SELECT event_id, event_type, subject, traceparent, payload FROM outbox ORDER BY seq`)
 	if err != nil {
 		t.Fatalf("read outbox: %v", err)
 	}
@@ -134,7 +141,7 @@ func outboxRows(t testing.TB, db *store.DB) []outboxRow {
 func count(t testing.TB, db *store.DB, table string) int {
 	t.Helper()
 	var n int
-	if err := db.Read.QueryRow(`SELECT count(*) FROM ` + table).Scan(&n); err != nil {
+	if err := db.QueryRowContext(context.Background(), `SELECT count(*) FROM `+table).Scan(&n); err != nil {
 		t.Fatalf("count %s: %v", table, err)
 	}
 	return n
@@ -470,7 +477,7 @@ func TestApplyClaimedEventDoesNothing(t *testing.T) {
 	e := newEnv(t)
 	o := e.place(t, "c")
 	ev := reserved(t, o.ID)
-	if _, err := e.db.Write.Exec(`INSERT INTO inbox (consumer, event_id, event_type, applied_at) VALUES ($1, $2, $3, 1)`,
+	if _, err := e.db.ExecContext(context.Background(), `INSERT INTO inbox (consumer, event_id, event_type, applied_at) VALUES ($1, $2, $3, 1)`,
 		order.Consumer, ev.ID, string(ev.Type)); err != nil {
 		t.Fatal(err)
 	}

@@ -22,13 +22,18 @@ type Store interface {
 // record the events it consumed (inbox) and produced (outbox) atomically
 // with those changes.
 type Tx interface {
+	// Get reads an order and, on engines with row locks, locks it until
+	// the transaction ends, so that what the use case decides from it still
+	// holds when it writes.
 	Get(ctx context.Context, id string) (Order, error)
 	// Idempotency returns the order and request hash stored under key.
 	Idempotency(ctx context.Context, key string) (orderID, requestHash string, found bool, err error)
 	// Create stores o, and key -> o.ID when key is not empty. It returns
 	// ErrKeyTaken if key is stored already.
 	Create(ctx context.Context, o Order, key, requestHash string) error
-	SetStatus(ctx context.Context, id string, s Status, reason string, at time.Time) error
+	// SetStatus moves order id from status from to status to. It fails
+	// with ErrConflict, changing nothing, if the order is not in from.
+	SetStatus(ctx context.Context, id string, from, to Status, reason string, at time.Time) error
 	// Claim records e in the inbox; false means it was applied before.
 	Claim(ctx context.Context, e events.Envelope) (bool, error)
 	// Emit adds e to the outbox.

@@ -6,7 +6,6 @@ package outbox
 
 import (
 	"context"
-	"database/sql"
 	"embed"
 	"encoding/json"
 	"fmt"
@@ -16,7 +15,7 @@ import (
 	"github.com/convergehq/converge/internal/store"
 )
 
-//go:embed migrations/*.sql
+//go:embed migrations
 var migrations embed.FS
 
 // Migrations is the outbox table's schema, for store.DB.Migrate.
@@ -26,7 +25,7 @@ func Migrations() store.Migrations {
 
 // Add writes e to the outbox as part of tx. The event is published only if
 // tx commits.
-func Add(ctx context.Context, tx *sql.Tx, e events.Envelope) error {
+func Add(ctx context.Context, tx *store.Tx, e events.Envelope) error {
 	payload, err := json.Marshal(e)
 	if err != nil {
 		return fmt.Errorf("outbox add %s: %w", e.Type, err)

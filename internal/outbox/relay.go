@@ -2,10 +2,11 @@ package outbox
 
 import (
 	"context"
-	"database/sql"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 	"time"
 
@@ -18,19 +19,43 @@ type RelayConfig struct {
 	Batch      int           // rows published per round; default 256
 	Poll       time.Duration // how often to look without a wake-up; default 1s
 	MaxBackoff time.Duration // cap of the retry delay while the broker is away; default 5s
+	// Lease is how long a relay may publish after it last renewed its
+	// claim on the outbox; default 5s. A relay that dies or stalls leaves
+	// the outbox to another within Lease plus one Poll.
+	Lease time.Duration
+	// Holder names this relay in the lease; default host-pid-random.
+	Holder string
 }
+
+// leaseName is the one lease per outbox. A later design can split the
+// outbox into partitions, each with its own lease row.
+const leaseName = "relay"
 
 // Relay publishes outbox rows in commit order. It wakes when Notify is
 // called after a commit, and polls slowly as a safety net.
 //
-// One relay per database: the relay reads the oldest unpublished rows and
-// publishes them in order, which a second concurrent relay would break.
+// Many instances of a service may run a relay over one database: they
+// share it through a lease (a row in outbox_lease), and only the holder
+// publishes, the oldest unpublished rows first, so one order's events leave
+// in the order they were written and no row is published twice in normal
+// operation. The others stand by and take over when the holder's lease
+// runs out. A holder that was paused past its lease may still publish the
+// batch it had in hand; those events carry their ids as Nats-Msg-Id, so the
+// broker drops them inside its duplicate window, and the consumers' inboxes
+// drop them after it.
 type Relay struct {
 	db   *store.DB
 	conn *broker.Conn
 	log  *slog.Logger
 	cfg  RelayConfig
 	wake chan struct{}
+
+	heldUntil time.Time // by our clock: we may publish until then
+	renewed   time.Time // when we last renewed the lease
+
+	// beforePublish, when set (by tests), runs between reading a batch and
+	// publishing it, to stall a relay mid-batch.
+	beforePublish func()
 }
 
 // NewRelay returns a relay that publishes db's outbox through conn.
@@ -44,7 +69,14 @@ func NewRelay(db *store.DB, conn *broker.Conn, log *slog.Logger, cfg RelayConfig
 	if cfg.MaxBackoff <= 0 {
 		cfg.MaxBackoff = 5 * time.Second
 	}
-	return &Relay{db: db, conn: conn, log: log, cfg: cfg, wake: make(chan struct{}, 1)}
+	if cfg.Lease <= 0 {
+		cfg.Lease = 5 * time.Second
+	}
+	if cfg.Holder == "" {
+		host, _ := os.Hostname() // only a label: empty is fine
+		cfg.Holder = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), strings.ToLower(rand.Text()[:8]))
+	}
+	return &Relay{db: db, conn: conn, log: log.With("relay", cfg.Holder), cfg: cfg, wake: make(chan struct{}, 1)}
 }
 
 // Notify wakes the relay; call it after committing a transaction that added
@@ -57,8 +89,9 @@ func (r *Relay) Notify() {
 }
 
 // Run publishes until ctx is done, then makes one last bounded attempt to
-// flush what is left, so a clean shutdown leaves nothing behind that the
-// broker could have taken.
+// flush what is left and gives up its lease, so a clean shutdown leaves
+// nothing behind that the broker could have taken and another instance
+// takes over at once.
 func (r *Relay) Run(ctx context.Context) {
 	backoff := time.Duration(0)
 	timer := time.NewTimer(0)
@@ -70,6 +103,15 @@ func (r *Relay) Run(ctx context.Context) {
 			return
 		case <-r.wake:
 		case <-timer.C:
+		}
+		held, err := r.hold(ctx)
+		if err != nil && ctx.Err() == nil {
+			r.log.Warn("outbox relay: cannot read or renew the lease", "err", err)
+		}
+		if !held {
+			// Standing by: look again before the holder's lease could run out.
+			resetTimer(timer, min(r.cfg.Poll, r.cfg.Lease/4))
+			continue
 		}
 		n, err := r.flush(ctx)
 		switch {
@@ -99,7 +141,14 @@ func (r *Relay) Run(ctx context.Context) {
 func (r *Relay) finalFlush() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	defer r.release(ctx)
 	for {
+		if held, err := r.hold(ctx); !held {
+			if err != nil {
+				r.log.Warn("outbox relay: no lease at shutdown; the holder publishes what is left", "err", err)
+			}
+			return
+		}
 		n, err := r.flush(ctx)
 		if err != nil {
 			r.log.Warn("outbox relay: rows left unpublished at shutdown; they go out on the next start", "err", err)
@@ -111,10 +160,68 @@ func (r *Relay) finalFlush() {
 	}
 }
 
+// hold reports whether this relay holds the lease, renewing it once a
+// third of it has passed, or taking it if its holder let it run out.
+func (r *Relay) hold(ctx context.Context) (bool, error) {
+	now := time.Now()
+	if now.Before(r.heldUntil) && now.Sub(r.renewed) < r.cfg.Lease/3 {
+		return true, nil
+	}
+	until := now.Add(r.cfg.Lease)
+	var took bool
+	err := r.db.InTx(ctx, func(tx *store.Tx) error {
+		res, err := tx.ExecContext(ctx, `INSERT INTO outbox_lease (name, holder, expires_at) VALUES ($1, $2, $3)
+			ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+			WHERE outbox_lease.holder = excluded.holder OR outbox_lease.expires_at < $4`,
+			leaseName, r.cfg.Holder, until.UnixMicro(), now.UnixMicro())
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		took = n == 1
+		return err
+	})
+	if err != nil {
+		// Keep what we had: a lease that has not run out is still ours.
+		return time.Now().Before(r.heldUntil), fmt.Errorf("outbox lease: %w", err)
+	}
+	if !took {
+		if !r.heldUntil.IsZero() {
+			r.log.Info("outbox relay: another relay holds the lease; standing by")
+		}
+		r.heldUntil = time.Time{}
+		return false, nil
+	}
+	if r.heldUntil.IsZero() {
+		r.log.Info("outbox relay: took the lease; publishing", "lease", r.cfg.Lease)
+	}
+	r.heldUntil, r.renewed = until, now
+	return true, nil
+}
+
+// release gives the lease up, so that another instance need not wait for it
+// to run out.
+func (r *Relay) release(ctx context.Context) {
+	if r.heldUntil.IsZero() {
+		return
+	}
+	r.heldUntil = time.Time{}
+	err := r.db.InTx(ctx, func(tx *store.Tx) error {
+		_, err := tx.ExecContext(ctx, `UPDATE outbox_lease SET expires_at = 0 WHERE name = $1 AND holder = $2`, leaseName, r.cfg.Holder)
+		return err
+	})
+	if err != nil {
+		r.log.Warn("outbox relay: could not give up the lease; it runs out by itself", "in", r.cfg.Lease, "err", err)
+	}
+}
+
+// errLeaseLost stops a batch whose lease ran out while it was being read.
+var errLeaseLost = errors.New("outbox lease ran out before publishing")
+
 // flush publishes one batch of the oldest unpublished rows and marks them.
 // It returns how many rows it published.
 func (r *Relay) flush(ctx context.Context) (int, error) {
-	rows, err := r.db.Write.QueryContext(ctx, `SELECT seq, event_id, subject, payload, traceparent
+	rows, err := r.db.QueryContext(ctx, `SELECT seq, event_id, subject, payload, traceparent
 		FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT $1`, r.cfg.Batch)
 	if err != nil {
 		return 0, fmt.Errorf("outbox read: %w", err)
@@ -146,12 +253,18 @@ func (r *Relay) flush(ctx context.Context) (int, error) {
 	if len(msgs) == 0 {
 		return 0, nil
 	}
+	if r.beforePublish != nil {
+		r.beforePublish()
+	}
+	if !time.Now().Before(r.heldUntil) {
+		return 0, errLeaseLost
+	}
 	if err := r.conn.PublishBatch(ctx, msgs); err != nil {
 		return 0, fmt.Errorf("outbox publish %d events: %w", len(msgs), err)
 	}
 	// Marking after the acks: a crash in between republishes the batch,
 	// which the broker's duplicate window and the consumers' inboxes absorb.
-	err = r.db.InTx(ctx, func(tx *sql.Tx) error {
+	err = r.db.InTx(ctx, func(tx *store.Tx) error {
 		args := append([]any{time.Now().UnixMicro()}, seqs...)
 		ph := make([]string, len(seqs))
 		for i := range seqs {

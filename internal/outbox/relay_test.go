@@ -160,7 +160,7 @@ func newEvents(t testing.TB, n int, prefix string) []events.Envelope {
 // add writes es to the outbox in one committed transaction.
 func add(t testing.TB, db *store.DB, es []events.Envelope) {
 	t.Helper()
-	err := db.InTx(context.Background(), func(tx *sql.Tx) error {
+	err := db.InTx(context.Background(), func(tx *store.Tx) error {
 		for _, e := range es {
 			if err := outbox.Add(context.Background(), tx, e); err != nil {
 				return err
@@ -176,7 +176,7 @@ func add(t testing.TB, db *store.DB, es []events.Envelope) {
 func unpublished(t testing.TB, db *store.DB) int {
 	t.Helper()
 	var n int
-	if err := db.Read.QueryRow(`SELECT count(*) FROM outbox WHERE published_at IS NULL`).Scan(&n); err != nil {
+	if err := db.QueryRowContext(context.Background(), `SELECT count(*) FROM outbox WHERE published_at IS NULL`).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
 	return n
@@ -273,7 +273,7 @@ func TestRelayPublishesCommittedRowsInOrder(t *testing.T) {
 	// A rolled-back transaction leaves nothing to publish.
 	boom := errors.New("boom")
 	rolledBack := newEvents(t, 4, "rolledback")
-	err := db.InTx(context.Background(), func(tx *sql.Tx) error {
+	err := db.InTx(context.Background(), func(tx *store.Tx) error {
 		for _, e := range rolledBack {
 			if err := outbox.Add(context.Background(), tx, e); err != nil {
 				return err
@@ -294,7 +294,7 @@ func TestRelayPublishesCommittedRowsInOrder(t *testing.T) {
 	all := slices.Concat(first, second)
 	checkStreams(t, c, all)
 
-	rows, err := db.Read.Query(`SELECT event_id, published_at FROM outbox ORDER BY seq`)
+	rows, err := db.QueryContext(context.Background(), `SELECT event_id, published_at FROM outbox ORDER BY seq`)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -448,7 +448,7 @@ func TestRelayRepublishIsDeduplicated(t *testing.T) {
 	brokertest.Restart(t, s)
 	waitFor(t, "the client to reconnect", waitTimeout, c.Connected)
 	// Forget that they were published, as a crash before the mark would.
-	if _, err := db.Write.Exec(`UPDATE outbox SET published_at = NULL`); err != nil {
+	if _, err := db.ExecContext(context.Background(), `UPDATE outbox SET published_at = NULL`); err != nil {
 		t.Fatal(err)
 	}
 	_, stop = runRelay(t, db, c, nil, outbox.RelayConfig{Poll: 10 * time.Second})

@@ -2,7 +2,6 @@ package store_test
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"path/filepath"
 	"testing"
@@ -28,7 +27,7 @@ func BenchmarkCommit(b *testing.B) {
 	}
 	b.ResetTimer()
 	for i := range b.N {
-		if err := db.InTx(ctx, func(tx *sql.Tx) error {
+		if err := db.InTx(ctx, func(tx *store.Tx) error {
 			_, err := tx.ExecContext(ctx, `INSERT INTO t (v) VALUES ($1)`, fmt.Sprint("row-", i))
 			return err
 		}); err != nil {

@@ -1,7 +1,9 @@
 // Package store opens a service's database from a URL, applies its embedded
-// migrations and runs transactions. SQLite is the embedded default; the
-// services see only *DB and *sql.Tx, so another engine can be added here
-// without touching them.
+// migrations and runs transactions. Two engines sit behind one type: SQLite
+// (the embedded default, one file per service) and PostgreSQL (the
+// production topology, many instances on one server). The services see
+// only *DB and *Tx; how each engine pools its connections is this
+// package's business.
 package store
 
 import (
@@ -9,172 +11,204 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
-	"path"
-	"path/filepath"
-	"runtime"
-	"sort"
+	"math/rand/v2"
 	"strings"
 	"time"
-
-	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
 )
 
-// DB is a service's database. Writes go through Write; reads that need no
-// transaction may use Read, which for SQLite is a separate pool of readers
-// that never wait for the single writer.
+// Engine names a database engine.
+type Engine string
+
+// The engines store can open.
+const (
+	SQLite   Engine = "sqlite"
+	Postgres Engine = "postgres"
+)
+
+// DB is a service's database.
 type DB struct {
-	Write *sql.DB
-	Read  *sql.DB
-	URL   string
+	engine Engine
+	url    string
+	// write takes transactions and writes. read serves reads outside a
+	// transaction: for SQLite a separate pool of read-only connections that
+	// never wait for the single writer; for PostgreSQL the same pool.
+	write *sql.DB
+	read  *sql.DB
 }
 
-// Open opens the database at url: "sqlite:PATH", "sqlite://PATH" or a bare
-// file path. SQLite runs in WAL mode with synchronous=FULL, so a committed
-// transaction survives a power cut.
+// Open opens the database at url: "postgres://..." or "postgresql://..."
+// (pgx), or "sqlite:PATH", "sqlite://PATH" or a bare file path. SQLite runs
+// in WAL mode with synchronous=FULL, so a committed transaction survives a
+// power cut; PostgreSQL keeps its own durability settings (fsync on
+// commit by default).
 func Open(ctx context.Context, url string) (*DB, error) {
-	switch {
-	case strings.HasPrefix(url, "postgres://"), strings.HasPrefix(url, "postgresql://"):
-		return nil, fmt.Errorf("open %s: PostgreSQL is not supported yet", redact(url))
-	}
-	path := strings.TrimPrefix(strings.TrimPrefix(url, "sqlite://"), "sqlite:")
-	if path == "" {
-		return nil, errors.New("open database: empty path")
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, fmt.Errorf("open %s: %w", path, err)
-	}
-	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)" +
-		"&_pragma=busy_timeout(10000)&_pragma=foreign_keys(ON)"
-	// Writers take the write lock when they begin, so a transaction never
-	// fails upgrading from reader to writer.
-	write, err := sql.Open("sqlite", dsn+"&_txlock=immediate")
+	engine, err := ParseURL(url)
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", path, err)
-	}
-	// SQLite has one writer at a time; one connection makes writers queue in
-	// Go instead of spinning on SQLITE_BUSY.
-	write.SetMaxOpenConns(1)
-	write.SetConnMaxIdleTime(0)
-	// Readers begin deferred: a read transaction is a snapshot of the
-	// database (WAL) and never blocks the writer.
-	read, err := sql.Open("sqlite", dsn+"&_pragma=query_only(ON)")
-	if err != nil {
-		write.Close()
-		return nil, fmt.Errorf("open %s: %w", path, err)
-	}
-	read.SetMaxOpenConns(max(4, runtime.GOMAXPROCS(0)))
-	db := &DB{Write: write, Read: read, URL: url}
-	if err := db.Ping(ctx); err != nil {
-		db.Close()
 		return nil, err
 	}
-	return db, nil
+	if engine == Postgres {
+		return openPostgres(ctx, url)
+	}
+	return openSQLite(ctx, url)
 }
+
+// ParseURL checks a database URL without opening anything and returns its
+// engine, so that configuration fails before anything is written.
+func ParseURL(url string) (Engine, error) {
+	switch {
+	case url == "":
+		return "", errors.New("database URL is empty")
+	case strings.HasPrefix(url, "postgres://"), strings.HasPrefix(url, "postgresql://"):
+		if _, err := parsePostgres(url); err != nil {
+			return "", err
+		}
+		return Postgres, nil
+	case strings.Contains(url, "://") && !strings.HasPrefix(url, "sqlite://"):
+		return "", fmt.Errorf("database URL %s: want sqlite:PATH or postgres://HOST/DB", Redact(url))
+	}
+	if sqlitePath(url) == "" {
+		return "", fmt.Errorf("database URL %q: empty SQLite path", url)
+	}
+	return SQLite, nil
+}
+
+// Engine reports which engine db runs on.
+func (db *DB) Engine() Engine { return db.engine }
+
+// String names the database without its credentials, for logs and errors.
+func (db *DB) String() string { return Redact(db.url) }
 
 // Ping checks that the database answers; /readyz uses it.
 func (db *DB) Ping(ctx context.Context) error {
-	if err := db.Write.PingContext(ctx); err != nil {
-		return fmt.Errorf("ping %s: %w", redact(db.URL), err)
+	if err := db.write.PingContext(ctx); err != nil {
+		return fmt.Errorf("ping %s: %w", db, err)
 	}
 	return nil
 }
 
-// Close closes both pools.
+// Close closes the database's connections.
 func (db *DB) Close() error {
-	return errors.Join(db.Read.Close(), db.Write.Close())
+	if db.read != db.write {
+		return errors.Join(db.read.Close(), db.write.Close())
+	}
+	return db.write.Close()
 }
 
+// QueryContext runs a read outside any transaction.
+func (db *DB) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	return db.read.QueryContext(ctx, query, args...)
+}
+
+// QueryRowContext runs a one-row read outside any transaction.
+func (db *DB) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	return db.read.QueryRowContext(ctx, query, args...)
+}
+
+// ExecContext runs one statement in a transaction of its own.
+func (db *DB) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	return db.write.ExecContext(ctx, query, args...)
+}
+
+// Tx is a write transaction. It knows its engine, for the few statements
+// whose SQL differs between engines.
+type Tx struct {
+	*sql.Tx
+	engine Engine
+}
+
+// Engine reports the engine the transaction runs on.
+func (tx *Tx) Engine() Engine { return tx.engine }
+
+// ForUpdate is the row-locking clause to append to a SELECT that precedes a
+// write of the same rows: " FOR UPDATE" on PostgreSQL, nothing on SQLite,
+// where the single writer holds the whole database.
+func (tx *Tx) ForUpdate() string {
+	if tx.engine == Postgres {
+		return " FOR UPDATE"
+	}
+	return ""
+}
+
+// Lock takes a lock named key until the transaction ends, so that
+// transactions deciding about the same thing (one order's reservation, say)
+// run one after the other even when the rows they decide about do not
+// exist yet. On SQLite the single writer already serialises them.
+func (tx *Tx) Lock(ctx context.Context, key string) error {
+	if tx.engine != Postgres {
+		return nil
+	}
+	if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, key); err != nil {
+		return fmt.Errorf("lock %q: %w", key, err)
+	}
+	return nil
+}
+
+// maxAttempts bounds how often InTx runs a transaction that the database
+// aborted to resolve a conflict (deadlock, serialization failure).
+const maxAttempts = 5
+
 // InTx runs fn in a write transaction and commits it if fn returns nil.
-func (db *DB) InTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
-	tx, err := db.Write.BeginTx(ctx, nil)
+// When PostgreSQL aborts the transaction to break a deadlock or a
+// serialization conflict, fn runs again in a new transaction (at most
+// maxAttempts times), so fn must not have effects outside the transaction
+// that a second run would repeat wrongly.
+func (db *DB) InTx(ctx context.Context, fn func(tx *Tx) error) error {
+	for attempt := 1; ; attempt++ {
+		err := db.inTx(ctx, fn)
+		if err == nil || !IsConflict(err) || attempt == maxAttempts {
+			return err
+		}
+		// Jittered, growing pause, so the transactions that collided do not
+		// collide again.
+		pause := time.Duration(rand.Int64N(int64(time.Millisecond)<<attempt)) + time.Millisecond
+		select {
+		case <-ctx.Done():
+			return errors.Join(err, ctx.Err())
+		case <-time.After(pause):
+		}
+	}
+}
+
+func (db *DB) inTx(ctx context.Context, fn func(tx *Tx) error) error {
+	stx, err := db.write.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
-	if err := fn(tx); err != nil {
-		if rerr := tx.Rollback(); rerr != nil && !errors.Is(rerr, sql.ErrTxDone) {
+	if err := fn(&Tx{Tx: stx, engine: db.engine}); err != nil {
+		if rerr := stx.Rollback(); rerr != nil && !errors.Is(rerr, sql.ErrTxDone) {
 			return errors.Join(err, fmt.Errorf("rollback: %w", rerr))
 		}
 		return err
 	}
-	if err := tx.Commit(); err != nil {
+	if err := stx.Commit(); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
 	return nil
 }
 
-// Migrations is one component's schema: the files migrations/*.sql of FS,
-// applied in name order.
-type Migrations struct {
-	Component string
-	FS        fs.FS
-}
-
-// Migrate applies, component by component, the migrations the database has
-// not seen yet. Each file runs in its own transaction together with the row
-// that records it.
-func (db *DB) Migrate(ctx context.Context, ms ...Migrations) error {
-	if _, err := db.Write.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
-		component  TEXT NOT NULL,
-		version    TEXT NOT NULL,
-		applied_at BIGINT NOT NULL,
-		PRIMARY KEY (component, version))`); err != nil {
-		return fmt.Errorf("migrate: %w", err)
+// ReadTx runs fn in a read-only transaction that sees one consistent
+// snapshot of the database, even while others write.
+func (db *DB) ReadTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	opts := &sql.TxOptions{ReadOnly: true}
+	if db.engine == Postgres {
+		opts.Isolation = sql.LevelRepeatableRead // one snapshot for the whole transaction
 	}
-	for _, m := range ms {
-		if err := db.migrate(ctx, m.Component, m.FS); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (db *DB) migrate(ctx context.Context, component string, migrations fs.FS) error {
-	names, err := fs.Glob(migrations, "migrations/*.sql")
+	tx, err := db.read.BeginTx(ctx, opts)
 	if err != nil {
-		return fmt.Errorf("migrate %s: %w", component, err)
+		return fmt.Errorf("begin read: %w", err)
 	}
-	sort.Strings(names)
-	for _, file := range names {
-		name := path.Base(file) // the version recorded: the file name alone
-		body, err := fs.ReadFile(migrations, file)
-		if err != nil {
-			return fmt.Errorf("migrate %s: %w", component, err)
-		}
-		err = db.InTx(ctx, func(tx *sql.Tx) error {
-			var n int
-			if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM schema_migrations WHERE component = $1 AND version = $2`,
-				component, name).Scan(&n); err != nil {
-				return err
-			}
-			if n > 0 {
-				return nil
-			}
-			if _, err := tx.ExecContext(ctx, string(body)); err != nil {
-				return err
-			}
-			_, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (component, version, applied_at) VALUES ($1, $2, $3)`,
-				component, name, time.Now().UnixMicro())
-			return err
-		})
-		if err != nil {
-			return fmt.Errorf("migrate %s %s: %w", component, name, err)
-		}
-	}
-	return nil
+	defer func() { _ = tx.Rollback() }() // read only: nothing to undo
+	return fn(tx)
 }
 
-// IsUniqueViolation reports whether err is a unique or primary key
-// constraint failure.
-func IsUniqueViolation(err error) bool {
-	return err != nil && strings.Contains(err.Error(), "UNIQUE constraint failed")
-}
-
-func redact(url string) string {
-	if i := strings.Index(url, "@"); i >= 0 {
+// Redact hides the password of a URL such as postgres://user:pass@host/db.
+func Redact(url string) string {
+	if i := strings.LastIndex(url, "@"); i >= 0 {
 		if j := strings.Index(url, "://"); j >= 0 && j < i {
-			return url[:j+3] + "…" + url[i:]
+			userinfo := url[j+3 : i]
+			if user, _, ok := strings.Cut(userinfo, ":"); ok {
+				return url[:j+3] + user + ":…" + url[i:]
+			}
 		}
 	}
 	return url

@@ -248,7 +248,7 @@ func runCheck(t testing.TB, ctx context.Context, dir string) []check.Result {
 		t.Fatal(err)
 	}
 	defer inv.Close()
-	results, err := check.Run(ctx, orders.Read, inv.Read)
+	results, err := check.Run(ctx, orders, inv)
 	if err != nil {
 		t.Fatal(err)
 	}

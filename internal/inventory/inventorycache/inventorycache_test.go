@@ -53,7 +53,7 @@ func (e *env) set(t testing.TB, sku string, onHand int64) {
 // sneak changes on_hand behind the cache's back.
 func (e *env) sneak(t testing.TB, sku string, onHand int64) {
 	t.Helper()
-	res, err := e.db.Write.Exec(`UPDATE stock SET on_hand = $1 WHERE sku = $2`, onHand, sku)
+	res, err := e.db.ExecContext(context.Background(), `UPDATE stock SET on_hand = $1 WHERE sku = $2`, onHand, sku)
 	if err != nil {
 		t.Fatalf("direct UPDATE: %v", err)
 	}
@@ -216,7 +216,7 @@ func TestMissIsNotCached(t *testing.T) {
 	if _, err := e.st.Get(context.Background(), "A"); !errors.Is(err, inventory.ErrNotFound) {
 		t.Fatalf("Get(missing): got %v, want ErrNotFound", err)
 	}
-	if _, err := e.db.Write.Exec(`INSERT INTO stock (sku, on_hand, reserved, updated_at) VALUES ('A', 2, 0, 1)`); err != nil {
+	if _, err := e.db.ExecContext(context.Background(), `INSERT INTO stock (sku, on_hand, reserved, updated_at) VALUES ('A', 2, 0, 1)`); err != nil {
 		t.Fatal(err)
 	}
 	e.want(t, "after a direct insert", "A", 2, 0)

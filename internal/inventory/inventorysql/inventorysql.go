@@ -40,12 +40,12 @@ const columns = `sku, on_hand, reserved, updated_at`
 
 // Get implements inventory.Store.
 func (s *Store) Get(ctx context.Context, sku string) (inventory.Item, error) {
-	return get(ctx, s.db.Read, sku)
+	return get(ctx, s.db, sku)
 }
 
 // List implements inventory.Store.
 func (s *Store) List(ctx context.Context, after string, limit int) ([]inventory.Item, error) {
-	rows, err := s.db.Read.QueryContext(ctx, `SELECT `+columns+` FROM stock WHERE sku > $1 ORDER BY sku LIMIT $2`, after, limit)
+	rows, err := s.db.QueryContext(ctx, `SELECT `+columns+` FROM stock WHERE sku > $1 ORDER BY sku LIMIT $2`, after, limit)
 	if err != nil {
 		return nil, fmt.Errorf("list stock: %w", err)
 	}
@@ -54,11 +54,11 @@ func (s *Store) List(ctx context.Context, after string, limit int) ([]inventory.
 
 // Update implements inventory.Store.
 func (s *Store) Update(ctx context.Context, fn func(inventory.Tx) error) error {
-	return s.db.InTx(ctx, func(tx *sql.Tx) error { return fn(&txn{tx: tx}) })
+	return s.db.InTx(ctx, func(tx *store.Tx) error { return fn(&txn{tx: tx}) })
 }
 
 type txn struct {
-	tx *sql.Tx
+	tx *store.Tx
 }
 
 func (t *txn) Stock(ctx context.Context, skus []string) (map[string]inventory.Item, error) {
@@ -67,7 +67,7 @@ func (t *txn) Stock(ctx context.Context, skus []string) (map[string]inventory.It
 	for i, s := range skus {
 		ph[i], args[i] = fmt.Sprintf("$%d", i+1), s
 	}
-	rows, err := t.tx.QueryContext(ctx, `SELECT `+columns+` FROM stock WHERE sku IN (`+strings.Join(ph, ",")+`)`, args...)
+	rows, err := t.tx.QueryContext(ctx, `SELECT `+columns+` FROM stock WHERE sku IN (`+strings.Join(ph, ",")+`) ORDER BY sku`+t.tx.ForUpdate(), args...)
 	if err != nil {
 		return nil, fmt.Errorf("read stock: %w", err)
 	}
@@ -127,6 +127,11 @@ func (t *txn) adjust(ctx context.Context, q, sku string, qty int, at time.Time) 
 }
 
 func (t *txn) Reservation(ctx context.Context, orderID string) (inventory.Reservation, bool, error) {
+	// A lock on the order's id, not on its row: the row may not exist yet,
+	// and creation and cancel must not both decide that it does not.
+	if err := t.tx.Lock(ctx, "reservation:"+orderID); err != nil {
+		return inventory.Reservation{}, false, fmt.Errorf("reservation of %s: %w", orderID, err)
+	}
 	r := inventory.Reservation{OrderID: orderID}
 	var status string
 	err := t.tx.QueryRowContext(ctx, `SELECT status, reason FROM reservations WHERE order_id = $1`, orderID).Scan(&status, &r.Reason)
@@ -155,24 +160,42 @@ func (t *txn) Reservation(ctx context.Context, orderID string) (inventory.Reserv
 	return r, true, nil
 }
 
-// PutReservation inserts a reservation with its items, or updates the status
-// of an existing one (items never change after the insert).
-func (t *txn) PutReservation(ctx context.Context, r inventory.Reservation, at time.Time) error {
+// AddReservation inserts a reservation with its items. The primary key
+// refuses a second decision for one order, whatever the code above it did.
+func (t *txn) AddReservation(ctx context.Context, r inventory.Reservation, at time.Time) error {
 	_, err := t.tx.ExecContext(ctx, `INSERT INTO reservations (order_id, status, reason, created_at, updated_at)
-		VALUES ($1, $2, $3, $4, $4)
-		ON CONFLICT (order_id) DO UPDATE SET status = excluded.status, reason = excluded.reason, updated_at = excluded.updated_at`,
+		VALUES ($1, $2, $3, $4, $4)`,
 		r.OrderID, string(r.Status), r.Reason, at.UnixMicro())
+	if store.IsUniqueViolation(err) {
+		return fmt.Errorf("add reservation of %s: %w: decided already", r.OrderID, inventory.ErrConflict)
+	}
 	if err != nil {
-		return fmt.Errorf("put reservation of %s: %w", r.OrderID, err)
+		return fmt.Errorf("add reservation of %s: %w", r.OrderID, err)
 	}
 	if r.Status != inventory.Active {
 		return nil
 	}
 	for _, it := range r.Items {
-		if _, err := t.tx.ExecContext(ctx, `INSERT INTO reservation_items (order_id, sku, quantity) VALUES ($1, $2, $3)
-			ON CONFLICT (order_id, sku) DO NOTHING`, r.OrderID, it.SKU, it.Quantity); err != nil {
-			return fmt.Errorf("put reservation of %s: %s: %w", r.OrderID, it.SKU, err)
+		if _, err := t.tx.ExecContext(ctx, `INSERT INTO reservation_items (order_id, sku, quantity) VALUES ($1, $2, $3)`,
+			r.OrderID, it.SKU, it.Quantity); err != nil {
+			return fmt.Errorf("add reservation of %s: %s: %w", r.OrderID, it.SKU, err)
 		}
+	}
+	return nil
+}
+
+func (t *txn) SetReservationStatus(ctx context.Context, orderID string, from, to inventory.ReservationStatus, at time.Time) error {
+	res, err := t.tx.ExecContext(ctx, `UPDATE reservations SET status = $1, updated_at = $2 WHERE order_id = $3 AND status = $4`,
+		string(to), at.UnixMicro(), orderID, string(from))
+	if err != nil {
+		return fmt.Errorf("reservation of %s %s -> %s: %w", orderID, from, to, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return fmt.Errorf("reservation of %s %s -> %s: %w", orderID, from, to, err)
+	}
+	if n != 1 {
+		return fmt.Errorf("reservation of %s %s -> %s: %w: it is not %s", orderID, from, to, inventory.ErrConflict, from)
 	}
 	return nil
 }

@@ -65,7 +65,7 @@ func (t *trackingTx) Create(ctx context.Context, o order.Order, k, hash string) 
 	return t.Tx.Create(ctx, o, k, hash)
 }
 
-func (t *trackingTx) SetStatus(ctx context.Context, id string, st order.Status, reason string, at time.Time) error {
+func (t *trackingTx) SetStatus(ctx context.Context, id string, from, to order.Status, reason string, at time.Time) error {
 	*t.touched = append(*t.touched, key(id))
-	return t.Tx.SetStatus(ctx, id, st, reason, at)
+	return t.Tx.SetStatus(ctx, id, from, to, reason, at)
 }

@@ -56,7 +56,7 @@ func (e *env) createID(t testing.TB, id string) order.Order {
 // sneak changes the row behind the cache's back.
 func (e *env) sneak(t testing.TB, id, reason string) {
 	t.Helper()
-	res, err := e.db.Write.Exec(`UPDATE orders SET reason = $1 WHERE id = $2`, reason, id)
+	res, err := e.db.ExecContext(context.Background(), `UPDATE orders SET reason = $1 WHERE id = $2`, reason, id)
 	if err != nil {
 		t.Fatalf("direct UPDATE: %v", err)
 	}
@@ -84,7 +84,7 @@ func (e *env) wantGet(t testing.TB, what, id string, status order.Status, reason
 
 func setStatus(id string, st order.Status, reason string) func(order.Tx) error {
 	return func(tx order.Tx) error {
-		return tx.SetStatus(context.Background(), id, st, reason, time.Now())
+		return tx.SetStatus(context.Background(), id, order.Pending, st, reason, time.Now())
 	}
 }
 
@@ -127,7 +127,7 @@ func TestUpdateInvalidatesOnlyTouchedAfterCommit(t *testing.T) {
 
 	var during order.Order
 	err := e.st.Update(context.Background(), func(tx order.Tx) error {
-		if err := tx.SetStatus(context.Background(), a.ID, order.Rejected, "x", time.Now()); err != nil {
+		if err := tx.SetStatus(context.Background(), a.ID, order.Pending, order.Rejected, "x", time.Now()); err != nil {
 			return err
 		}
 		// Not yet committed: the entry must still be there. A reader
@@ -153,7 +153,7 @@ func TestFailedUpdateLeavesCache(t *testing.T) {
 	e.sneak(t, o.ID, "sneaky")
 	boom := errors.New("boom")
 	err := e.st.Update(context.Background(), func(tx order.Tx) error {
-		if err := tx.SetStatus(context.Background(), o.ID, order.Confirmed, "", time.Now()); err != nil {
+		if err := tx.SetStatus(context.Background(), o.ID, order.Pending, order.Confirmed, "", time.Now()); err != nil {
 			return err
 		}
 		return boom

@@ -48,7 +48,7 @@ func TestSlowReaderDoesNotCacheAStaleRow(t *testing.T) {
 	<-slow.read // the reader holds the PENDING row
 	ctx := context.Background()
 	if err := st.Update(ctx, func(tx order.Tx) error {
-		return tx.SetStatus(ctx, o.ID, order.Confirmed, "", time.Now())
+		return tx.SetStatus(ctx, o.ID, order.Pending, order.Confirmed, "", time.Now())
 	}); err != nil {
 		t.Fatal(err)
 	}

@@ -42,7 +42,7 @@ const columns = `id, customer_id, status, reason, items, created_at, updated_at`
 
 // Get implements order.Store.
 func (s *Store) Get(ctx context.Context, id string) (order.Order, error) {
-	return get(ctx, s.db.Read, id)
+	return get(ctx, s.db, id, "")
 }
 
 // List implements order.Store.
@@ -70,7 +70,7 @@ func (s *Store) List(ctx context.Context, f order.Filter) ([]order.Order, error)
 	}
 	args = append(args, f.Limit)
 	q += fmt.Sprintf(` ORDER BY id LIMIT $%d`, len(args))
-	rows, err := s.db.Read.QueryContext(ctx, q, args...)
+	rows, err := s.db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list orders: %w", err)
 	}
@@ -91,15 +91,19 @@ func (s *Store) List(ctx context.Context, f order.Filter) ([]order.Order, error)
 
 // Update implements order.Store.
 func (s *Store) Update(ctx context.Context, fn func(order.Tx) error) error {
-	return s.db.InTx(ctx, func(tx *sql.Tx) error { return fn(&txn{tx: tx}) })
+	return s.db.InTx(ctx, func(tx *store.Tx) error { return fn(&txn{tx: tx}) })
 }
 
 // txn implements order.Tx.
 type txn struct {
-	tx *sql.Tx
+	tx *store.Tx
 }
 
-func (t *txn) Get(ctx context.Context, id string) (order.Order, error) { return get(ctx, t.tx, id) }
+// Get locks the order's row (PostgreSQL) so that a decision taken on it
+// holds until the commit, whichever instance takes the next one.
+func (t *txn) Get(ctx context.Context, id string) (order.Order, error) {
+	return get(ctx, t.tx, id, t.tx.ForUpdate())
+}
 
 func (t *txn) Idempotency(ctx context.Context, key string) (orderID, hash string, found bool, err error) {
 	err = t.tx.QueryRowContext(ctx, `SELECT order_id, request_hash FROM idempotency_keys WHERE key = $1`, key).Scan(&orderID, &hash)
@@ -135,17 +139,22 @@ func (t *txn) Create(ctx context.Context, o order.Order, key, hash string) error
 	return nil
 }
 
-func (t *txn) SetStatus(ctx context.Context, id string, st order.Status, reason string, at time.Time) error {
-	// left_pending_at keeps the first time the order left PENDING, for the
-	// convergence-lag metric.
+func (t *txn) SetStatus(ctx context.Context, id string, from, to order.Status, reason string, at time.Time) error {
+	// The status guard is the rule itself: an order moves only from the
+	// status the use case saw. left_pending_at keeps the first time the
+	// order left PENDING, for the convergence-lag metric.
 	res, err := t.tx.ExecContext(ctx, `UPDATE orders SET status = $1, reason = $2, updated_at = $3,
-		left_pending_at = COALESCE(left_pending_at, $3) WHERE id = $4`,
-		string(st), reason, at.UnixMicro(), id)
+		left_pending_at = COALESCE(left_pending_at, $3) WHERE id = $4 AND status = $5`,
+		string(to), reason, at.UnixMicro(), id, string(from))
 	if err != nil {
-		return fmt.Errorf("set order %s %s: %w", id, st, err)
+		return fmt.Errorf("set order %s %s -> %s: %w", id, from, to, err)
 	}
-	if n, err := res.RowsAffected(); err != nil || n != 1 {
-		return fmt.Errorf("set order %s %s: %w", id, st, errors.Join(order.ErrNotFound, err))
+	n, err := res.RowsAffected()
+	if err != nil {
+		return fmt.Errorf("set order %s %s -> %s: %w", id, from, to, err)
+	}
+	if n != 1 {
+		return fmt.Errorf("set order %s %s -> %s: %w: it is not %s (or does not exist)", id, from, to, order.ErrConflict, from)
 	}
 	return nil
 }
@@ -160,8 +169,10 @@ type queryer interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
-func get(ctx context.Context, q queryer, id string) (order.Order, error) {
-	o, err := scan(q.QueryRowContext(ctx, `SELECT `+columns+` FROM orders WHERE id = $1`, id))
+// get reads one order; lock is appended to the SELECT (a row lock clause,
+// or empty).
+func get(ctx context.Context, q queryer, id, lock string) (order.Order, error) {
+	o, err := scan(q.QueryRowContext(ctx, `SELECT `+columns+` FROM orders WHERE id = $1`+lock, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return order.Order{}, fmt.Errorf("%w: %s", order.ErrNotFound, id)
 	}
