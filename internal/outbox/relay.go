@@ -53,9 +53,9 @@ type Relay struct {
 	heldUntil time.Time // by our clock: we may publish until then
 	renewed   time.Time // when we last renewed the lease
 
-	// beforePublish, when set (by tests), runs between reading a batch and
-	// publishing it, to stall a relay mid-batch.
-	beforePublish func()
+	// beforePublish, when set (by tests), runs between reading a batch of n
+	// rows and publishing it, to count batches or stall a relay mid-batch.
+	beforePublish func(n int)
 }
 
 // NewRelay returns a relay that publishes db's outbox through conn.
@@ -254,7 +254,7 @@ func (r *Relay) flush(ctx context.Context) (int, error) {
 		return 0, nil
 	}
 	if r.beforePublish != nil {
-		r.beforePublish()
+		r.beforePublish(len(msgs))
 	}
 	if !time.Now().Before(r.heldUntil) {
 		return 0, errLeaseLost

@@ -26,8 +26,15 @@ const waitTimeout = 10 * time.Second
 
 func openDB(t testing.TB) *store.DB {
 	t.Helper()
+	return openDBAt(t, storetest.URL(t, store.SQLite, "svc"))
+}
+
+// openDBAt opens and migrates the database at url; several relays may open
+// one database, as instances of a service do.
+func openDBAt(t testing.TB, url string) *store.DB {
+	t.Helper()
 	ctx := context.Background()
-	db := storetest.Open(t, "svc")
+	db := storetest.OpenURL(t, url)
 	if err := db.Migrate(ctx, outbox.Migrations()); err != nil {
 		t.Fatalf("migrate outbox: %v", err)
 	}
