@@ -1,8 +1,9 @@
 // Package system assembles converge's roles — load balancer, API gateways,
 // order service, inventory service and an embedded NATS JetStream broker —
-// into one running system on one machine, and takes it down again in the
+// into one running system in one process, and takes it down again in the
 // reverse order. `converge dev` is a thin command over it; the end-to-end
-// and fault tests drive it the same way.
+// and fault tests drive it the same way. Each part is started by the same
+// function of package role that its own subcommand uses.
 package system
 
 import (
@@ -12,8 +13,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,22 +20,28 @@ import (
 	"time"
 
 	"github.com/convergehq/converge/internal/broker"
-	"github.com/convergehq/converge/internal/events"
-	"github.com/convergehq/converge/internal/gateway"
-	"github.com/convergehq/converge/internal/lb"
+	"github.com/convergehq/converge/internal/role"
+	"github.com/convergehq/converge/internal/store"
 )
+
+// Embedded is the --nats value that runs the broker inside the process.
+const Embedded = "embedded"
 
 // Config is everything `converge dev` can be told.
 type Config struct {
-	Addr       string        // load balancer listen address
-	DataDir    string        // SQLite files and the broker's store live here
-	APIKey     string        // empty: read DataDir/api-key, or generate and keep one
-	Seed       bool          // seed a demo catalogue into a new inventory database
-	Gateways   int           // API gateway instances behind the load balancer
-	LBPolicy   string        // "least-loaded" or "round-robin"
-	BrokerPort int           // embedded NATS port; 0 picks a free one
-	BrokerSync bool          // fsync every broker write (the durable default)
-	CacheTTL   time.Duration // upper bound on a cached read's staleness
+	Addr        string        // load balancer listen address
+	DataDir     string        // SQLite files, the broker's store and the API key live here
+	APIKey      string        // empty: read DataDir/api-key, or generate and keep one
+	Seed        bool          // seed a demo catalogue into an empty inventory
+	Gateways    int           // API gateway instances behind the load balancer
+	LBPolicy    string        // "least-loaded" or "round-robin"
+	BrokerPort  int           // embedded NATS port; 0 picks a free one
+	BrokerSync  bool          // fsync every broker write (the durable default)
+	CacheTTL    time.Duration // upper bound on a cached read's staleness
+	OrderDB     string        // empty: sqlite under DataDir
+	InventoryDB string        // empty: sqlite under DataDir
+	Cache       string        // memory or redis://
+	NATS        role.NATS     // URLs "embedded": the embedded broker
 }
 
 // DefaultConfig is what `converge dev` runs with when given no flags.
@@ -50,6 +55,8 @@ func DefaultConfig() Config {
 		BrokerPort: 4223,
 		BrokerSync: true,
 		CacheTTL:   5 * time.Second,
+		Cache:      "memory",
+		NATS:       role.NATS{URLs: Embedded},
 	}
 }
 
@@ -66,17 +73,40 @@ func (cfg Config) Validate() error {
 		return fmt.Errorf("lb policy must be least-loaded or round-robin, got %q", cfg.LBPolicy)
 	case cfg.BrokerPort < 0 || cfg.BrokerPort > 65535:
 		return fmt.Errorf("broker port must be 0 to 65535, got %d", cfg.BrokerPort)
-	case cfg.CacheTTL <= 0:
-		return fmt.Errorf("cache TTL must be positive, got %s", cfg.CacheTTL)
+	}
+	for _, sc := range []role.ServiceConfig{cfg.service(cfg.OrderDB, "order"), cfg.service(cfg.InventoryDB, "inventory")} {
+		if cfg.embedded() {
+			sc.NATS = role.NATS{URLs: "nats://127.0.0.1:4222"} // any valid URL: the real one is known once the broker runs
+		}
+		if err := sc.Validate(); err != nil {
+			return err
+		}
 	}
 	return nil
 }
 
-// Timeouts the gateways apply per upstream. Orders allow for ?wait=30s.
-const (
-	orderTimeout     = 35 * time.Second
-	inventoryTimeout = 10 * time.Second
-)
+func (cfg Config) embedded() bool { return cfg.NATS.URLs == Embedded || cfg.NATS.URLs == "" }
+
+// dbURL is the database URL of a service: the one given, or its SQLite file
+// under the data directory.
+func (cfg Config) dbURL(given, name string) string {
+	if given != "" {
+		return given
+	}
+	return "sqlite:" + filepath.Join(cfg.DataDir, name+".db")
+}
+
+func (cfg Config) service(db, name string) role.ServiceConfig {
+	return role.ServiceConfig{
+		Addr:       "127.0.0.1:0",
+		DB:         cfg.dbURL(db, name),
+		Cache:      cfg.Cache,
+		CacheTTL:   cfg.CacheTTL,
+		NATS:       cfg.NATS,
+		Instance:   name + "-1",
+		RelayLease: 5 * time.Second,
+	}
+}
 
 // System is a running converge.
 type System struct {
@@ -89,18 +119,22 @@ type System struct {
 	InventoryURL string
 	BrokerURL    string
 	APIKey       string
+	// OrderDB and InventoryDB are the databases' URLs, for the checker.
+	OrderDB, InventoryDB string
+
+	lock *DataLock
 
 	brokerMu   sync.Mutex
 	brokerSrv  *broker.Server
 	brokerPort int // the port it got first, kept across restarts
 
-	order     *serviceRole
-	inventory *serviceRole
-	gateways  []*http.Server
-	lbServer  *http.Server
+	order     *role.Service
+	inventory *role.Service
+	gateways  []*role.Edge
+	lb        *role.Edge
 
 	failed chan error // a role that stopped on its own
-	cancel context.CancelFunc
+	stop   chan struct{}
 	wg     sync.WaitGroup
 }
 
@@ -110,14 +144,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *System, err er
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
-		return nil, fmt.Errorf("data directory: %w", err)
-	}
-	// The services' loops are stopped one by one in Shutdown, each after its
-	// own server; only the load balancer's health checks stop with cancel.
-	base := context.WithoutCancel(ctx)
-	lbCtx, cancel := context.WithCancel(base)
-	s := &System{cfg: cfg, log: log, cancel: cancel, failed: make(chan error, 4)}
+	s := &System{cfg: cfg, log: log, failed: make(chan error, 8), stop: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			shutdownCtx, done := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
@@ -125,68 +152,89 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *System, err er
 			_ = s.Shutdown(shutdownCtx) // the start error is the one to report
 		}
 	}()
-
+	// The load balancer's address is the one most likely taken: bind it
+	// before anything is written.
+	lbListener, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("load balancer: listen on %s: %w", cfg.Addr, err)
+	}
+	lbAddr := lbListener.Addr().String()
+	if err := lbListener.Close(); err != nil {
+		return nil, fmt.Errorf("load balancer: %w", err)
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
+	if s.lock, err = LockDataDir(cfg.DataDir); err != nil {
+		return nil, err
+	}
 	if s.APIKey, err = apiKey(cfg); err != nil {
 		return nil, err
 	}
-	if err := s.StartBroker(); err != nil {
-		return nil, err
-	}
-	if err := ensureStreams(ctx, s.BrokerURL, log); err != nil {
-		return nil, err
-	}
 
-	invDB := filepath.Join(cfg.DataDir, "inventory.db")
-	_, statErr := os.Stat(invDB)
-	firstStart := errors.Is(statErr, os.ErrNotExist)
-	inv, invSvc, err := startInventory(ctx, base, roleConfig{db: "sqlite:" + invDB, broker: s.BrokerURL, cacheTTL: cfg.CacheTTL}, log, s.failed)
-	if err != nil {
-		return nil, err
-	}
-	s.inventory, s.InventoryURL = inv, inv.url
-	if cfg.Seed && firstStart {
-		if err := seed(ctx, invSvc); err != nil {
+	nats := cfg.NATS
+	if cfg.embedded() {
+		if err := s.StartBroker(); err != nil {
 			return nil, err
 		}
+		nats = role.NATS{URLs: s.BrokerURL}
+	} else {
+		s.BrokerURL = nats.URLs
 	}
-	ord, err := startOrder(ctx, base, roleConfig{db: "sqlite:" + filepath.Join(cfg.DataDir, "order.db"), broker: s.BrokerURL, cacheTTL: cfg.CacheTTL}, log, s.failed)
-	if err != nil {
+	if err := role.Setup(ctx, nats, 1, log.With("role", "setup")); err != nil {
 		return nil, err
 	}
-	s.order, s.OrderURL = ord, ord.url
 
-	orderURL := &url.URL{Scheme: "http", Host: ord.addr}
-	invURL := &url.URL{Scheme: "http", Host: inv.addr}
-	var backends []*url.URL
+	invCfg := role.InventoryConfig{ServiceConfig: cfg.service(cfg.InventoryDB, "inventory"), Seed: cfg.Seed}
+	invCfg.NATS = nats
+	if s.inventory, err = role.StartInventory(ctx, invCfg, log); err != nil {
+		return nil, err
+	}
+	s.watch(s.inventory)
+	s.InventoryURL, s.InventoryDB = s.inventory.URL(), invCfg.DB
+
+	ordCfg := role.OrderConfig{ServiceConfig: cfg.service(cfg.OrderDB, "order")}
+	ordCfg.NATS = nats
+	if s.order, err = role.StartOrder(ctx, ordCfg, log); err != nil {
+		return nil, err
+	}
+	s.watch(s.order)
+	s.OrderURL, s.OrderDB = s.order.URL(), ordCfg.DB
+
 	for i := range cfg.Gateways {
-		gw, err := gateway.New(gateway.Config{
-			APIKey:    s.APIKey,
-			Orders:    gateway.Upstream{Name: "order", URL: orderURL, Timeout: orderTimeout},
-			Inventory: gateway.Upstream{Name: "inventory", URL: invURL, Timeout: inventoryTimeout},
+		gw, err := role.StartGateway(ctx, role.GatewayConfig{
+			Addr:          "127.0.0.1:0",
+			APIKey:        s.APIKey,
+			OrderURLs:     s.OrderURL,
+			InventoryURLs: s.InventoryURL,
 		}, log.With("role", "gateway", "instance", i+1))
-		if err != nil {
-			return nil, err
-		}
-		srv, addr, err := serve("127.0.0.1:0", gw, s.failed)
 		if err != nil {
 			return nil, fmt.Errorf("gateway %d: %w", i+1, err)
 		}
-		s.gateways = append(s.gateways, srv)
-		s.GatewayURLs = append(s.GatewayURLs, "http://"+addr)
-		backends = append(backends, &url.URL{Scheme: "http", Host: addr})
+		s.gateways = append(s.gateways, gw)
+		s.watch(gw)
+		s.GatewayURLs = append(s.GatewayURLs, gw.URL())
 	}
-
-	bal, err := lb.New(lb.Config{Backends: backends, Policy: cfg.LBPolicy}, log.With("role", "lb"))
-	if err != nil {
+	if s.lb, err = role.StartLB(ctx, role.LBConfig{Addr: lbAddr, Gateways: strings.Join(s.GatewayURLs, ","), Policy: cfg.LBPolicy}, log.With("role", "lb")); err != nil {
 		return nil, err
 	}
-	s.wg.Go(func() { bal.Run(lbCtx) })
-	srv, addr, err := serve(cfg.Addr, bal, s.failed)
-	if err != nil {
-		return nil, fmt.Errorf("load balancer: %w", err)
-	}
-	s.lbServer, s.LBURL = srv, "http://"+addr
+	s.watch(s.lb)
+	s.LBURL = s.lb.URL()
 	return s, nil
+}
+
+// watch forwards a role's failure to Failed.
+func (s *System) watch(r role.Running) {
+	s.wg.Go(func() {
+		select {
+		case err := <-r.Failed():
+			select {
+			case s.failed <- err:
+			default:
+			}
+		case <-s.stop:
+		}
+	})
 }
 
 // Failed delivers the error of a role that stopped by itself; the caller
@@ -195,21 +243,20 @@ func (s *System) Failed() <-chan error { return s.failed }
 
 // Shutdown stops the roles in the reverse order of start: requests held
 // open by ?wait= are answered with the order's current state, the load
-// balancer drains, then the gateways, then each service stops taking requests,
-// finishes the batch it is consuming, flushes its outbox and closes its
-// database; the broker goes last.
+// balancer drains, then the gateways, then each service stops taking
+// requests, finishes the batch it is consuming, flushes its outbox and
+// closes its database; the broker goes last.
 func (s *System) Shutdown(ctx context.Context) error {
 	// Long polls would hold every drain below for up to 30 s: answer them now.
-	for _, r := range []*serviceRole{s.order, s.inventory} {
-		if r != nil && r.drain != nil {
-			r.drain()
+	for _, r := range []*role.Service{s.order, s.inventory} {
+		if r != nil {
+			r.Drain()
 		}
 	}
 	var errs []error
-	if s.lbServer != nil {
-		errs = append(errs, s.lbServer.Shutdown(ctx))
+	if s.lb != nil {
+		errs = append(errs, s.lb.Shutdown(ctx))
 	}
-	s.cancel()
 	for _, gw := range s.gateways {
 		errs = append(errs, gw.Shutdown(ctx))
 	}
@@ -217,10 +264,10 @@ func (s *System) Shutdown(ctx context.Context) error {
 		wg sync.WaitGroup
 		mu sync.Mutex
 	)
-	for _, r := range []*serviceRole{s.order, s.inventory} {
+	for _, r := range []*role.Service{s.order, s.inventory} {
 		if r != nil {
 			wg.Go(func() {
-				err := r.shutdown(ctx)
+				err := r.Shutdown(ctx)
 				mu.Lock()
 				errs = append(errs, err)
 				mu.Unlock()
@@ -228,8 +275,12 @@ func (s *System) Shutdown(ctx context.Context) error {
 		}
 	}
 	wg.Wait()
+	close(s.stop)
 	s.wg.Wait()
 	s.StopBroker()
+	if s.lock != nil {
+		errs = append(errs, s.lock.Release())
+	}
 	return errors.Join(errs...)
 }
 
@@ -270,24 +321,21 @@ func (s *System) StopBroker() {
 
 // KillGateway closes gateway instance i at once, dropping its connections,
 // as a crash would. Fault tests use it.
-func (s *System) KillGateway(i int) error { return s.gateways[i].Close() }
+func (s *System) KillGateway(i int) error { return s.gateways[i].Kill() }
 
-func ensureStreams(ctx context.Context, url string, log *slog.Logger) error {
-	conn, err := broker.Connect(ctx, url, "converge-setup", log)
-	if err != nil {
-		return err
+// HealthyGateways lists the gateways the load balancer has in rotation.
+func (s *System) HealthyGateways() []string { return s.lb.Healthy() }
+
+// OpenDatabases opens the two services' databases, for the checker.
+func (s *System) OpenDatabases(ctx context.Context) (orders, inventory *store.DB, err error) {
+	if orders, err = store.Open(ctx, s.OrderDB); err != nil {
+		return nil, nil, err
 	}
-	defer conn.Close()
-	for _, sc := range []broker.StreamConfig{
-		{Name: events.OrdersStream, Subjects: []string{events.OrdersSubjects}},
-		{Name: events.InventoryStream, Subjects: []string{events.InventorySubjects}},
-		{Name: events.DeadLetterStream, Subjects: []string{events.DeadLetterSubject}},
-	} {
-		if err := conn.EnsureStream(ctx, sc); err != nil {
-			return err
-		}
+	if inventory, err = store.Open(ctx, s.InventoryDB); err != nil {
+		orders.Close()
+		return nil, nil, err
 	}
-	return nil
+	return orders, inventory, nil
 }
 
 // apiKey returns the configured key, or the one kept in the data directory,
@@ -309,24 +357,4 @@ func apiKey(cfg Config) (string, error) {
 		return "", fmt.Errorf("keep API key: %w", err)
 	}
 	return key, nil
-}
-
-// serve starts an HTTP server on addr and returns it with the address it
-// got. A server that stops with an error other than a shutdown reports it
-// on failed.
-func serve(addr string, h http.Handler, failed chan<- error) (*http.Server, string, error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, "", err
-	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 2 * time.Minute}
-	go func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			select {
-			case failed <- fmt.Errorf("serve %s: %w", ln.Addr(), err):
-			default:
-			}
-		}
-	}()
-	return srv, ln.Addr().String(), nil
 }

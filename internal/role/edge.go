@@ -1,0 +1,186 @@
+package role
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/convergehq/converge/internal/gateway"
+	"github.com/convergehq/converge/internal/lb"
+)
+
+// Timeouts a gateway applies per upstream. Orders allow for ?wait=30s.
+const (
+	orderTimeout     = 35 * time.Second
+	inventoryTimeout = 10 * time.Second
+)
+
+// GatewayConfig configures `converge gateway`.
+type GatewayConfig struct {
+	Addr          string
+	APIKey        string // the Bearer key clients send (never logged)
+	OrderURLs     string // comma-separated base URLs of the order service's instances
+	InventoryURLs string // comma-separated base URLs of the inventory service's instances
+}
+
+// Register adds the role's flags to fs, with their defaults.
+func (c *GatewayConfig) Register(fs *flag.FlagSet) {
+	fs.StringVar(&c.Addr, "addr", "127.0.0.1:8090", "HTTP listen address of the gateway")
+	fs.StringVar(&c.APIKey, "api-key", "", "API key clients must send as 'Authorization: Bearer <key>' (required; never logged)")
+	fs.StringVar(&c.OrderURLs, "order-url", "http://127.0.0.1:8081", "comma-separated base URLs of the order service's instances")
+	fs.StringVar(&c.InventoryURLs, "inventory-url", "http://127.0.0.1:8082", "comma-separated base URLs of the inventory service's instances")
+}
+
+// Validate checks c before anything starts.
+func (c GatewayConfig) Validate() error {
+	if c.Addr == "" {
+		return errors.New("the gateway address is empty")
+	}
+	if c.APIKey == "" {
+		return errors.New("the API key is empty (--api-key or CONVERGE_API_KEY)")
+	}
+	if _, err := parseURLs("order-url", c.OrderURLs); err != nil {
+		return err
+	}
+	_, err := parseURLs("inventory-url", c.InventoryURLs)
+	return err
+}
+
+// parseURLs parses a comma-separated list of absolute http(s) URLs.
+func parseURLs(flagName, list string) ([]*url.URL, error) {
+	var out []*url.URL
+	for _, s := range strings.Split(list, ",") {
+		s = strings.TrimSpace(s)
+		if s == "" {
+			continue
+		}
+		u, err := url.Parse(s)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("--%s: %q is not an absolute http(s) URL", flagName, s)
+		}
+		out = append(out, u)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("--%s: no URL given", flagName)
+	}
+	return out, nil
+}
+
+// Edge is a running gateway or load balancer: one HTTP server and, for the
+// load balancer, its health checks.
+type Edge struct {
+	http   *server
+	bal    *lb.Balancer // the load balancer's, nil for a gateway
+	failed chan error
+	stop   context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// StartGateway starts an API gateway.
+func StartGateway(ctx context.Context, cfg GatewayConfig, log *slog.Logger) (*Edge, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	orders, _ := parseURLs("order-url", cfg.OrderURLs) // checked by Validate
+	inv, _ := parseURLs("inventory-url", cfg.InventoryURLs)
+	gw, err := gateway.New(gateway.Config{
+		APIKey:    cfg.APIKey,
+		Orders:    gateway.Upstream{Name: "order", URL: orders[0], Timeout: orderTimeout},
+		Inventory: gateway.Upstream{Name: "inventory", URL: inv[0], Timeout: inventoryTimeout},
+	}, log)
+	if err != nil {
+		return nil, err
+	}
+	srv, err := listen(cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	e := &Edge{http: srv, failed: make(chan error, 1), stop: func() {}}
+	srv.serve(gw, e.failed)
+	return e, nil
+}
+
+// LBConfig configures `converge lb`.
+type LBConfig struct {
+	Addr     string
+	Gateways string // comma-separated base URLs of the gateway instances
+	Policy   string // least-loaded or round-robin
+}
+
+// Register adds the role's flags to fs, with their defaults.
+func (c *LBConfig) Register(fs *flag.FlagSet) {
+	fs.StringVar(&c.Addr, "addr", "127.0.0.1:8080", "HTTP listen address of the load balancer")
+	fs.StringVar(&c.Gateways, "gateway-url", "http://127.0.0.1:8090", "comma-separated base URLs of the API gateway instances")
+	fs.StringVar(&c.Policy, "lb-policy", "least-loaded", "how the load balancer picks a gateway: least-loaded or round-robin")
+}
+
+// Validate checks c before anything starts.
+func (c LBConfig) Validate() error {
+	if c.Addr == "" {
+		return errors.New("the load balancer address is empty")
+	}
+	if c.Policy != "least-loaded" && c.Policy != "round-robin" {
+		return fmt.Errorf("lb policy must be least-loaded or round-robin, got %q", c.Policy)
+	}
+	_, err := parseURLs("gateway-url", c.Gateways)
+	return err
+}
+
+// StartLB starts the load balancer and its health checks.
+func StartLB(ctx context.Context, cfg LBConfig, log *slog.Logger) (*Edge, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("lb: %w", err)
+	}
+	backends, _ := parseURLs("gateway-url", cfg.Gateways) // checked by Validate
+	return startLB(ctx, cfg.Addr, backends, cfg.Policy, log)
+}
+
+func startLB(ctx context.Context, addr string, backends []*url.URL, policy string, log *slog.Logger) (*Edge, error) {
+	bal, err := lb.New(lb.Config{Backends: backends, Policy: policy}, log)
+	if err != nil {
+		return nil, err
+	}
+	srv, err := listen(addr)
+	if err != nil {
+		return nil, fmt.Errorf("lb: %w", err)
+	}
+	hctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	e := &Edge{http: srv, bal: bal, failed: make(chan error, 1), stop: stop}
+	e.wg.Go(func() { bal.Run(hctx) })
+	srv.serve(bal, e.failed)
+	return e, nil
+}
+
+// Addr is the address the server is bound to.
+func (e *Edge) Addr() string { return e.http.Addr() }
+
+// URL is the server's base URL.
+func (e *Edge) URL() string { return "http://" + e.http.Addr() }
+
+// Healthy lists the gateways a load balancer has in rotation now.
+func (e *Edge) Healthy() []string {
+	if e.bal == nil {
+		return nil
+	}
+	return e.bal.Healthy()
+}
+
+// Failed reports a server that stopped by itself.
+func (e *Edge) Failed() <-chan error { return e.failed }
+
+// Kill closes the server at once, as a crash would (fault tests).
+func (e *Edge) Kill() error { return e.http.kill() }
+
+// Shutdown drains the server and stops the health checks.
+func (e *Edge) Shutdown(ctx context.Context) error {
+	err := e.http.shutdown(ctx)
+	e.stop()
+	e.wg.Wait()
+	return err
+}

@@ -1,0 +1,195 @@
+package role
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/convergehq/converge/internal/broker"
+	"github.com/convergehq/converge/internal/cache"
+	"github.com/convergehq/converge/internal/outbox"
+	"github.com/convergehq/converge/internal/store"
+)
+
+// ServiceConfig is what the order and the inventory service are both told.
+type ServiceConfig struct {
+	Addr       string        // HTTP listen address
+	DB         string        // sqlite:PATH or postgres://...
+	Cache      string        // memory or redis://host:port/N
+	CacheTTL   time.Duration // the longest a cached read may live
+	NATS       NATS
+	Instance   string        // this process's name: logs, the outbox lease, the broker's client list
+	RelayLease time.Duration // how long the outbox relay may publish after renewing its lease
+}
+
+// cacheEntries bounds an in-process cache.
+const cacheEntries = 100_000
+
+func (c *ServiceConfig) register(fs *flag.FlagSet, name, addr, dbFlag, db string) {
+	fs.StringVar(&c.Addr, "addr", addr, "HTTP listen address of the "+name+" service")
+	fs.StringVar(&c.DB, dbFlag, db, "database of the "+name+" service: sqlite:PATH or postgres://user:pass@host:5432/db")
+	fs.StringVar(&c.Cache, "cache", "memory", "cache: memory (in-process) or redis://host:6379/N")
+	fs.DurationVar(&c.CacheTTL, "cache-ttl", 5*time.Second, "the longest a cached read may live")
+	c.NATS.register(fs, "nats://127.0.0.1:4222")
+	fs.StringVar(&c.Instance, "instance", "", "name of this instance (default: "+name+"-HOST-PID)")
+	fs.DurationVar(&c.RelayLease, "relay-lease", 5*time.Second, "how long an outbox relay may publish after renewing its lease; another instance takes over within this after it dies")
+}
+
+// Validate checks c before anything is opened or written.
+func (c ServiceConfig) Validate() error {
+	if c.Addr == "" {
+		return errors.New("the HTTP address is empty")
+	}
+	if _, err := store.ParseURL(c.DB); err != nil {
+		return err
+	}
+	if c.Cache != "memory" && !strings.HasPrefix(c.Cache, "redis://") && !strings.HasPrefix(c.Cache, "rediss://") {
+		return fmt.Errorf("cache %q: want memory or redis://host:port/N", redactURL(c.Cache))
+	}
+	if c.CacheTTL <= 0 {
+		return fmt.Errorf("cache TTL must be positive, got %s", c.CacheTTL)
+	}
+	if c.RelayLease < 100*time.Millisecond {
+		return fmt.Errorf("relay lease must be at least 100ms, got %s", c.RelayLease)
+	}
+	return c.NATS.Validate()
+}
+
+// Service is a running order or inventory service: its database, cache,
+// broker connection, outbox relay, event consumer and HTTP server.
+type Service struct {
+	name   string
+	log    *slog.Logger
+	http   *server
+	db     *store.DB
+	cache  cache.Cache
+	conn   *broker.Conn
+	relay  *outbox.Relay
+	drain  func() // releases requests held open (GET ?wait=), if the service has any
+	failed chan error
+
+	stopConsumer context.CancelFunc
+	consumer     sync.WaitGroup
+	stopRelay    context.CancelFunc
+	relays       sync.WaitGroup
+}
+
+// openService binds the HTTP address, opens the database and the cache and
+// connects to the broker. On error it closes what it opened.
+func openService(ctx context.Context, name string, cfg ServiceConfig, log *slog.Logger) (_ *Service, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	if cfg.Instance == "" {
+		cfg.Instance = defaultInstance(name)
+	}
+	s := &Service{name: name, log: log, failed: make(chan error, 4)}
+	defer func() {
+		if err != nil {
+			err = errors.Join(fmt.Errorf("%s: %w", name, err), s.Shutdown(context.WithoutCancel(ctx)))
+		}
+	}()
+	if s.http, err = listen(cfg.Addr); err != nil {
+		return nil, err
+	}
+	if s.db, err = store.Open(ctx, cfg.DB); err != nil {
+		return nil, err
+	}
+	if s.cache, err = openCache(cfg.Cache); err != nil {
+		return nil, err
+	}
+	if s.conn, err = cfg.NATS.connect(ctx, "converge-"+cfg.Instance, log); err != nil {
+		return nil, err
+	}
+	s.relay = outbox.NewRelay(s.db, s.conn, log, outbox.RelayConfig{Lease: cfg.RelayLease, Holder: cfg.Instance})
+	return s, nil
+}
+
+func openCache(url string) (cache.Cache, error) {
+	if url == "memory" {
+		return cache.NewMemory(cacheEntries), nil
+	}
+	return nil, fmt.Errorf("cache %s: Redis is not wired in yet", redactURL(url))
+}
+
+// run starts the relay, the consumer and the HTTP server.
+func (s *Service) run(cc broker.ConsumerConfig, h broker.BatchHandler, api http.Handler) {
+	bg := context.Background() // each loop is stopped in Shutdown, in order
+	relayCtx, stopRelay := context.WithCancel(bg)
+	consumerCtx, stopConsumer := context.WithCancel(bg)
+	s.stopRelay, s.stopConsumer = stopRelay, stopConsumer
+	s.relays.Go(func() { s.relay.Run(relayCtx) })
+	s.consumer.Go(func() {
+		if err := s.conn.Consume(consumerCtx, cc, h); err != nil {
+			s.log.Error("consumer stopped", "err", err)
+			select {
+			case s.failed <- fmt.Errorf("%s consumer: %w", s.name, err):
+			default:
+			}
+		}
+	})
+	s.http.serve(api, s.failed)
+}
+
+// ready is the service's readiness: it can serve its own requests when its
+// database answers. A broker outage does not make it unready: orders are
+// still taken into the outbox.
+func (s *Service) ready(ctx context.Context) error { return s.db.Ping(ctx) }
+
+// Addr is the address the service's HTTP server is bound to.
+func (s *Service) Addr() string { return s.http.Addr() }
+
+// URL is the base URL of the service's HTTP API.
+func (s *Service) URL() string { return "http://" + s.http.Addr() }
+
+// Failed reports a part that stopped by itself.
+func (s *Service) Failed() <-chan error { return s.failed }
+
+// Kill closes the HTTP server at once, as a crash would (fault tests).
+func (s *Service) Kill() error { return s.http.kill() }
+
+// Drain answers requests held open (GET ?wait=) with their current state,
+// now and from now on, so that a shutdown in front of the service (a load
+// balancer's, a gateway's) need not wait for them.
+func (s *Service) Drain() {
+	if s.drain != nil {
+		s.drain()
+	}
+}
+
+// Shutdown answers held requests at once, stops taking requests, lets the
+// consumer finish its batch, then lets the relay flush what the requests
+// and that batch wrote, and closes the broker connection, the cache and
+// the database last.
+func (s *Service) Shutdown(ctx context.Context) error {
+	s.Drain()
+	var errs []error
+	errs = append(errs, s.http.shutdown(ctx))
+	if s.stopConsumer != nil {
+		s.stopConsumer()
+	}
+	s.consumer.Wait()
+	if s.stopRelay != nil {
+		s.stopRelay()
+	}
+	s.relays.Wait()
+	if s.conn != nil {
+		s.conn.Close()
+	}
+	if c, ok := s.cache.(interface{ Close() error }); ok {
+		errs = append(errs, c.Close())
+	}
+	if s.db != nil {
+		errs = append(errs, s.db.Close())
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("%s: %w", s.name, err)
+	}
+	return nil
+}
