@@ -336,7 +336,9 @@ type serverLogger struct {
 	fatal chan string
 }
 
-func (l *serverLogger) msg(format string, v []any) string { return l.red.redact(fmt.Sprintf(format, v...)) }
+func (l *serverLogger) msg(format string, v []any) string {
+	return l.red.redact(fmt.Sprintf(format, v...))
+}
 
 func (l *serverLogger) Noticef(format string, v ...any) { l.log.Debug(l.msg(format, v)) }
 func (l *serverLogger) Warnf(format string, v ...any)   { l.log.Warn(l.msg(format, v)) }
