@@ -2,6 +2,7 @@ package broker_test
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"log/slog"
 	"os"
@@ -9,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -236,4 +238,58 @@ func TestParseURLs(t *testing.T) {
 	// Credentials in a valid URL are kept for connecting, but not shown.
 	cfg := broker.ClientConfig{URLs: []string{"nats://u:" + secret + "@a:4222"}, Password: secret}
 	checkNoSecret(t, "ClientConfig.String", cfg.String(), secret)
+}
+
+func TestTLSWithClientCertificates(t *testing.T) {
+	files := brokertest.GenerateTLS(t)
+	s := brokertest.StartWith(t, broker.ServerConfig{
+		Dir: t.TempDir(), TLSCert: files.ServerCert, TLSKey: files.ServerKey, TLSCA: files.CA,
+	})
+	log := brokertest.Logger(t)
+	urls := []string{s.ClientURL()}
+
+	for _, tc := range []struct {
+		name          string
+		cfg           broker.ClientConfig
+		refusedAtOnce bool
+	}{
+		{"server not trusted", broker.ClientConfig{URLs: urls, TLSCert: files.ClientCert, TLSKey: files.ClientKey}, true},
+		{"no client certificate", broker.ClientConfig{URLs: urls, TLSCA: files.CA}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// Dial refuses a server certificate it cannot verify at once;
+			// a handshake the server rejects looks like an unreachable
+			// server, so Dial keeps trying and never connects.
+			ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+			defer cancel()
+			c, err := broker.Dial(ctx, tc.cfg, log)
+			if err != nil {
+				t.Logf("refused: %v", err)
+				return
+			}
+			defer c.Close()
+			if tc.refusedAtOnce {
+				t.Fatal("Dial to a server whose certificate does not verify: got a connection, want an error")
+			}
+			if err := c.EnsureStream(ctx, broker.StreamConfig{Name: eventsStream, Subjects: []string{"orders.>"}}); err == nil {
+				t.Fatal("EnsureStream without a valid TLS setup: got nil, want an error")
+			}
+			if c.Connected() {
+				t.Error("Connected without a valid TLS setup: got true")
+			}
+		})
+	}
+
+	c, err := broker.Dial(t.Context(), broker.ClientConfig{
+		URLs: []string{strings.Replace(s.ClientURL(), "nats://", "tls://", 1)}, Name: t.Name(),
+		TLSCA: files.CA, TLSCert: files.ClientCert, TLSKey: files.ClientKey,
+	}, log)
+	if err != nil {
+		t.Fatalf("Dial with TLS: %v", err)
+	}
+	t.Cleanup(c.Close)
+	ensureStreams(t, c)
+	if err := c.PublishBatch(t.Context(), msgs("created", 0, 2)); err != nil {
+		t.Fatalf("PublishBatch over TLS: %v", err)
+	}
 }

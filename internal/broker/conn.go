@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -81,7 +82,9 @@ func Dial(ctx context.Context, cfg ClientConfig, log *slog.Logger) (*Conn, error
 
 // isRefusal reports connect errors that trying again will not fix.
 func isRefusal(err error) bool {
-	return errors.Is(err, nats.ErrAuthorization) ||
+	var certErr *tls.CertificateVerificationError
+	return errors.As(err, &certErr) ||
+		errors.Is(err, nats.ErrAuthorization) ||
 		errors.Is(err, nats.ErrAuthExpired) ||
 		errors.Is(err, nats.ErrAuthRevoked) ||
 		errors.Is(err, nats.ErrAccountAuthExpired) ||

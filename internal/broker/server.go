@@ -19,6 +19,10 @@ import (
 // this is generous.
 const serverReadyTimeout = 30 * time.Second
 
+// tlsTimeout bounds a client's TLS handshake; nats-server's default of
+// half a second is tight for a loaded host.
+const tlsTimeout = 2 * time.Second
+
 // routeScheme is the URL scheme nats-server uses for cluster routes.
 const routeScheme = "nats-route"
 
@@ -63,9 +67,19 @@ type ServerConfig struct {
 
 	// Client authentication: either User and Password, or Token, or
 	// neither (no authentication, for tests and single-host setups).
+	// Password may be a bcrypt hash ("$2a$..."), so that the plain
+	// password need not be stored with the server's configuration.
 	User     string
 	Password string
 	Token    string
+
+	// TLS for client connections: TLSCert and TLSKey are the server's
+	// certificate and key (PEM files). With TLSCA set as well, clients
+	// must present a certificate signed by one of its CAs. Routes between
+	// cluster nodes do not use TLS.
+	TLSCert string
+	TLSKey  string
+	TLSCA   string
 }
 
 // Clustered reports whether cfg describes a node of a cluster.
@@ -95,7 +109,8 @@ func (cfg ServerConfig) LogValue() slog.Value {
 	case cfg.Token != "":
 		auth = "token"
 	}
-	attrs = append(attrs, slog.String("client_auth", auth))
+	attrs = append(attrs, slog.String("client_auth", auth), slog.Bool("tls", cfg.TLSCert != ""),
+		slog.Bool("client_certs", cfg.TLSCA != ""))
 	return slog.GroupValue(attrs...)
 }
 
@@ -122,6 +137,10 @@ func (cfg ServerConfig) withDefaults() (ServerConfig, []*url.URL, error) {
 		return cfg, nil, errors.New("ServerConfig: set either User and Password or Token, not both")
 	case (cfg.RouteUser == "") != (cfg.RoutePassword == ""):
 		return cfg, nil, errors.New("ServerConfig.RouteUser and RoutePassword must be set together")
+	case (cfg.TLSCert == "") != (cfg.TLSKey == ""):
+		return cfg, nil, errors.New("ServerConfig.TLSCert and TLSKey must be set together")
+	case cfg.TLSCA != "" && cfg.TLSCert == "":
+		return cfg, nil, errors.New("ServerConfig.TLSCA (client certificates) needs TLSCert and TLSKey")
 	}
 	if !cfg.Clustered() {
 		if len(cfg.Routes) > 0 || cfg.ClusterPort != 0 || cfg.ClusterHost != "" || cfg.RouteUser != "" {
@@ -216,6 +235,21 @@ func StartServer(cfg ServerConfig, log *slog.Logger) (*Server, error) {
 		Username:               cfg.User,
 		Password:               cfg.Password,
 		Authorization:          cfg.Token,
+	}
+	if cfg.TLSCert != "" {
+		tc, err := server.GenTLSConfig(&server.TLSConfigOpts{
+			CertFile: cfg.TLSCert,
+			KeyFile:  cfg.TLSKey,
+			CaFile:   cfg.TLSCA,
+			Verify:   cfg.TLSCA != "",
+		})
+		if err != nil {
+			return nil, fmt.Errorf("start nats server: tls: %w", err)
+		}
+		opts.TLS = true
+		opts.TLSConfig = tc
+		opts.TLSVerify = cfg.TLSCA != ""
+		opts.TLSTimeout = tlsTimeout.Seconds()
 	}
 	if cfg.Clustered() {
 		opts.Cluster = server.ClusterOpts{
