@@ -276,7 +276,7 @@ func (l *consumeLoop) subscribe(ctx context.Context) (jetstream.ConsumeContext, 
 // consumer finds, and unless BindOnly creates or updates, the consumer.
 func (l *consumeLoop) consumer(ctx context.Context) (jetstream.Consumer, error) {
 	if !l.cfg.BindOnly {
-		cons, err := l.c.ensureConsumer(ctx, l.cfg)
+		cons, err := l.c.ensureConsumer(ctx, l.cfg, true)
 		if err != nil {
 			return nil, fmt.Errorf("ensure consumer: %w", err)
 		}

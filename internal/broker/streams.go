@@ -86,12 +86,16 @@ func (c *Conn) EnsureStream(ctx context.Context, cfg StreamConfig) error {
 	if err != nil {
 		return fmt.Errorf("ensure stream %s: %w", cfg.Name, err)
 	}
+	return c.ensureStream(ctx, want, true)
+}
+
+func (c *Conn) ensureStream(ctx context.Context, want jetstream.StreamConfig, mayRetry bool) error {
 	st, err := c.js.Stream(ctx, want.Name)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		_, err = c.js.CreateStream(ctx, want)
-		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) && mayRetry {
 			// Another instance created it meanwhile; compare with theirs.
-			return c.EnsureStream(ctx, cfg)
+			return c.ensureStream(ctx, want, false)
 		}
 		if err != nil {
 			return fmt.Errorf("ensure stream %s: create: %w", want.Name, err)
@@ -152,21 +156,21 @@ func (c *Conn) EnsureConsumer(ctx context.Context, cfg ConsumerConfig) error {
 	if err != nil {
 		return fmt.Errorf("ensure consumer %s/%s: %w", cfg.Stream, cfg.Durable, err)
 	}
-	if _, err := c.ensureConsumer(ctx, cfg); err != nil {
+	if _, err := c.ensureConsumer(ctx, cfg, true); err != nil {
 		return fmt.Errorf("ensure consumer %s/%s: %w", cfg.Stream, cfg.Durable, err)
 	}
 	return nil
 }
 
-func (c *Conn) ensureConsumer(ctx context.Context, cfg ConsumerConfig) (jetstream.Consumer, error) {
+func (c *Conn) ensureConsumer(ctx context.Context, cfg ConsumerConfig, mayRetry bool) (jetstream.Consumer, error) {
 	want := cfg.consumerConfig()
 	cons, err := c.js.Consumer(ctx, cfg.Stream, cfg.Durable)
 	switch {
 	case errors.Is(err, jetstream.ErrConsumerNotFound):
 		cons, err = c.js.CreateConsumer(ctx, cfg.Stream, want)
-		if errors.Is(err, jetstream.ErrConsumerExists) {
+		if errors.Is(err, jetstream.ErrConsumerExists) && mayRetry {
 			// Another instance created it meanwhile; compare with theirs.
-			return c.ensureConsumer(ctx, cfg)
+			return c.ensureConsumer(ctx, cfg, false)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("create: %w", err)
