@@ -2,9 +2,11 @@ package broker
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -29,21 +31,75 @@ type Conn struct {
 	closed chan struct{} // closed by nats.go once the connection is closed
 }
 
-// Connect connects to url. If the server is not reachable yet it still
-// returns a Conn that keeps retrying in the background, so a service can
-// start before (or without waiting for) its broker.
+// Connect connects to url, a server URL or a comma-separated list of them,
+// without credentials. It is Dial with only URLs and Name set.
 func Connect(ctx context.Context, url, name string, log *slog.Logger) (*Conn, error) {
+	urls, err := ParseURLs(url)
+	if err != nil {
+		return nil, fmt.Errorf("connect: %w", err)
+	}
+	return Dial(ctx, ClientConfig{URLs: urls, Name: name}, log)
+}
+
+// Dial connects to the servers in cfg. If none is reachable yet it still
+// returns a Conn that keeps retrying in the background, so a service can
+// start before (or without waiting for) its broker. A server that refuses
+// the credentials is a configuration error, not an outage, so that is
+// reported at once instead.
+func Dial(ctx context.Context, cfg ClientConfig, log *slog.Logger) (*Conn, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("connect: %w", err)
+	}
+	servers := cfg.redactedURLs()
 	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("connect %s: %w", url, err)
+		return nil, fmt.Errorf("connect %s: %w", servers, err)
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	log = log.With("nats_client", name)
+	log = log.With("nats_client", cfg.Name)
+
+	// First try once without retrying, to tell a refusal (wrong
+	// credentials, TLS mismatch) from servers that are merely down.
+	nc, closed, err := dialOnce(cfg, log, false)
+	if err != nil && !isRefusal(err) {
+		log.Warn("nats servers not reachable yet, retrying in the background", "servers", servers, "err", err)
+		nc, closed, err = dialOnce(cfg, log, true)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("connect %s: %w", servers, err)
+	}
+	// Without an async timeout a PubAck that never comes (lost while the
+	// server restarts) would stay in nats.go's pending table for good and
+	// eventually stall every publisher on this connection.
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(publishTimeout))
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("connect %s: jetstream: %w", servers, err)
+	}
+	return &Conn{nc: nc, js: js, log: log, closed: closed}, nil
+}
+
+// isRefusal reports connect errors that trying again will not fix.
+func isRefusal(err error) bool {
+	var certErr *tls.CertificateVerificationError
+	return errors.As(err, &certErr) ||
+		errors.Is(err, nats.ErrAuthorization) ||
+		errors.Is(err, nats.ErrAuthExpired) ||
+		errors.Is(err, nats.ErrAuthRevoked) ||
+		errors.Is(err, nats.ErrAccountAuthExpired) ||
+		errors.Is(err, nats.ErrSecureConnRequired) ||
+		errors.Is(err, nats.ErrSecureConnWanted) ||
+		errors.Is(err, nats.ErrClientCertOrRootCAsRequired)
+}
+
+// dialOnce makes one nats.Connect call; with retry it returns a connection
+// that is still trying when no server answers.
+func dialOnce(cfg ClientConfig, log *slog.Logger, retry bool) (*nats.Conn, chan struct{}, error) {
 	closed := make(chan struct{})
-	nc, err := nats.Connect(url,
-		nats.Name(name),
-		nats.RetryOnFailedConnect(true),
+	opts := []nats.Option{
+		nats.Name(cfg.Name),
+		nats.RetryOnFailedConnect(retry),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(reconnectWait),
 		// No reconnect buffer: a publish while disconnected fails at once
@@ -51,8 +107,8 @@ func Connect(ctx context.Context, url, name string, log *slog.Logger) (*Conn, er
 		// event go out before an earlier one it will resend.
 		nats.ReconnectBufSize(-1),
 		nats.DrainTimeout(closeTimeout),
-		nats.ConnectHandler(func(*nats.Conn) {
-			log.Info("nats connected", "url", url)
+		nats.ConnectHandler(func(nc *nats.Conn) {
+			log.Info("nats connected", "url", redactURL(nc.ConnectedUrl()))
 		}),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
@@ -60,7 +116,7 @@ func Connect(ctx context.Context, url, name string, log *slog.Logger) (*Conn, er
 			}
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
-			log.Info("nats reconnected", "url", nc.ConnectedUrlRedacted())
+			log.Info("nats reconnected", "url", redactURL(nc.ConnectedUrl()))
 		}),
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
 			if sub != nil {
@@ -73,19 +129,26 @@ func Connect(ctx context.Context, url, name string, log *slog.Logger) (*Conn, er
 			log.Debug("nats connection closed")
 			close(closed)
 		}),
-	)
-	if err != nil {
-		return nil, fmt.Errorf("connect %s: %w", url, err)
 	}
-	// Without an async timeout a PubAck that never comes (lost while the
-	// server restarts) would stay in nats.go's pending table for good and
-	// eventually stall every publisher on this connection.
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(publishTimeout))
-	if err != nil {
-		nc.Close()
-		return nil, fmt.Errorf("connect %s: jetstream: %w", url, err)
+	switch {
+	case cfg.User != "":
+		opts = append(opts, nats.UserInfo(cfg.User, cfg.Password))
+	case cfg.Token != "":
+		opts = append(opts, nats.Token(cfg.Token))
+	case cfg.CredsFile != "":
+		opts = append(opts, nats.UserCredentials(cfg.CredsFile))
 	}
-	return &Conn{nc: nc, js: js, log: log, closed: closed}, nil
+	if cfg.TLSCA != "" {
+		opts = append(opts, nats.RootCAs(cfg.TLSCA))
+	}
+	if cfg.TLSCert != "" {
+		opts = append(opts, nats.ClientCert(cfg.TLSCert, cfg.TLSKey))
+	}
+	nc, err := nats.Connect(strings.Join(cfg.URLs, ","), opts...)
+	if err != nil {
+		return nil, nil, err
+	}
+	return nc, closed, nil
 }
 
 // JetStream exposes the JetStream context for operations this package
@@ -110,39 +173,4 @@ func (c *Conn) Close() {
 		c.log.Warn("nats drain did not finish, closing", "timeout", closeTimeout)
 		c.nc.Close()
 	}
-}
-
-// StreamConfig describes a stream for EnsureStream.
-type StreamConfig struct {
-	Name       string
-	Subjects   []string
-	Replicas   int           // 0 => 1
-	Duplicates time.Duration // de-duplication window for Nats-Msg-Id; 0 => 2m
-}
-
-// EnsureStream creates the stream, or updates it to cfg if it exists.
-// Streams are file-backed with limits retention, so consumers of several
-// services can read the same events independently.
-func (c *Conn) EnsureStream(ctx context.Context, cfg StreamConfig) error {
-	if cfg.Name == "" {
-		return errors.New("ensure stream: name is required")
-	}
-	if cfg.Replicas == 0 {
-		cfg.Replicas = 1
-	}
-	if cfg.Duplicates == 0 {
-		cfg.Duplicates = 2 * time.Minute
-	}
-	_, err := c.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:       cfg.Name,
-		Subjects:   cfg.Subjects,
-		Storage:    jetstream.FileStorage,
-		Retention:  jetstream.LimitsPolicy,
-		Replicas:   cfg.Replicas,
-		Duplicates: cfg.Duplicates,
-	})
-	if err != nil {
-		return fmt.Errorf("ensure stream %s: %w", cfg.Name, err)
-	}
-	return nil
 }

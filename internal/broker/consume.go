@@ -95,6 +95,44 @@ type ConsumerConfig struct {
 	AckWait           time.Duration   // default 30s
 	Batch             int             // max deliveries handed to the handler at once; default 64
 	DeadLetterSubject string          // default "dlq." + Durable
+	// BindOnly makes Consume use the durable consumer as it exists (made
+	// by EnsureConsumer in a setup step) instead of creating or updating
+	// it. Until it exists Consume keeps retrying.
+	BindOnly bool
+}
+
+// errConsumerMismatch marks a bound consumer that Consume cannot work with.
+var errConsumerMismatch = errors.New("consumer settings do not fit")
+
+// consumerConfig is the server-side consumer Consume works with.
+func (cfg ConsumerConfig) consumerConfig() jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:        cfg.Durable,
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+		FilterSubjects: cfg.FilterSubjects,
+		AckWait:        cfg.AckWait,
+		// Our own count is authoritative: the server must never give up on
+		// a message (it would just stop delivering it, silently). BackOff is
+		// left unset on purpose: the server would replace AckWait with
+		// BackOff[0] and redeliver messages still being handled; the retry
+		// delays are applied with NakWithDelay instead.
+		MaxDeliver: -1,
+	}
+}
+
+// checkBound checks the settings of a consumer made by someone else that
+// would silently break the retry and dead-letter policy.
+func checkBound(have jetstream.ConsumerConfig) error {
+	switch {
+	case have.AckPolicy != jetstream.AckExplicitPolicy:
+		return fmt.Errorf("%w: ack policy %s, want explicit", errConsumerMismatch, have.AckPolicy)
+	case have.MaxDeliver != -1:
+		return fmt.Errorf("%w: max deliver %d, want -1 (Consume counts deliveries itself)", errConsumerMismatch, have.MaxDeliver)
+	case len(have.BackOff) > 0:
+		return fmt.Errorf("%w: server-side backoff is set, want none (Consume delays retries itself)", errConsumerMismatch)
+	}
+	return nil
 }
 
 func (cfg ConsumerConfig) withDefaults() (ConsumerConfig, error) {
@@ -134,8 +172,8 @@ func (cfg ConsumerConfig) backoff(n uint64) time.Duration {
 	return cfg.Backoff[i]
 }
 
-// Consume creates or updates the durable pull consumer and feeds its
-// messages to h until ctx is done; then it finishes the batch in hand and
+// Consume creates or updates the durable pull consumer (or, with BindOnly,
+// uses it as it is) and feeds its messages to h until ctx is done; then it finishes the batch in hand and
 // returns nil. Transient failures of the server or connection are retried
 // for as long as ctx lives; Consume returns an error only for a bad
 // configuration or a closed connection.
@@ -196,7 +234,8 @@ func isConfigError(err error) bool {
 	if errors.As(err, &apiErr) && apiErr.Code == 400 {
 		return true
 	}
-	return errors.Is(err, jetstream.ErrInvalidStreamName) ||
+	return errors.Is(err, errConsumerMismatch) ||
+		errors.Is(err, jetstream.ErrInvalidStreamName) ||
 		errors.Is(err, jetstream.ErrInvalidConsumerName) ||
 		errors.Is(err, jetstream.ErrInvalidOption)
 }
@@ -211,21 +250,9 @@ type consumeLoop struct {
 }
 
 func (l *consumeLoop) subscribe(ctx context.Context) (jetstream.ConsumeContext, <-chan struct{}, error) {
-	cons, err := l.c.js.CreateOrUpdateConsumer(ctx, l.cfg.Stream, jetstream.ConsumerConfig{
-		Durable:        l.cfg.Durable,
-		AckPolicy:      jetstream.AckExplicitPolicy,
-		DeliverPolicy:  jetstream.DeliverAllPolicy,
-		FilterSubjects: l.cfg.FilterSubjects,
-		AckWait:        l.cfg.AckWait,
-		// Our own count is authoritative: the server must never give up on
-		// a message (it would just stop delivering it, silently). BackOff is
-		// left unset on purpose: the server would replace AckWait with
-		// BackOff[0] and redeliver messages still being handled; the retry
-		// delays are applied with NakWithDelay instead.
-		MaxDeliver: -1,
-	})
+	cons, err := l.consumer(ctx)
 	if err != nil {
-		return nil, nil, fmt.Errorf("create consumer: %w", err)
+		return nil, nil, err
 	}
 	cc, err := cons.Consume(l.deliver,
 		// Buffer about two batches: enough to hand over a full batch as soon
@@ -244,6 +271,29 @@ func (l *consumeLoop) subscribe(ctx context.Context) (jetstream.ConsumeContext, 
 	// Taken now, this channel is closed only after nats.go has returned from
 	// its last callback; asked for after Stop it may already be closed.
 	return cc, cc.Closed(), nil
+}
+
+// consumer finds, and unless BindOnly creates or updates, the consumer.
+func (l *consumeLoop) consumer(ctx context.Context) (jetstream.Consumer, error) {
+	if !l.cfg.BindOnly {
+		cons, err := l.c.ensureConsumer(ctx, l.cfg, true)
+		if err != nil {
+			return nil, fmt.Errorf("ensure consumer: %w", err)
+		}
+		return cons, nil
+	}
+	cons, err := l.c.js.Consumer(ctx, l.cfg.Stream, l.cfg.Durable)
+	if err != nil {
+		return nil, fmt.Errorf("bind consumer: %w", err)
+	}
+	have := cons.CachedInfo().Config
+	if err := checkBound(have); err != nil {
+		return nil, err
+	}
+	// The handler's deadline must match the redelivery the server will
+	// actually do.
+	l.cfg.AckWait = have.AckWait
+	return cons, nil
 }
 
 // deliver is the nats.go callback. It only queues the message, so that the

@@ -3,6 +3,10 @@
 // Fault tests stop a server with (*broker.Server).Shutdown and bring it
 // back with StartWith(t, s.Config()), which reuses the store directory and
 // port; Restart does both in one step.
+//
+// StartCluster runs a JetStream cluster of several embedded servers, for
+// tests of replication and failover; its nodes are stopped and started
+// again by index.
 package brokertest
 
 import (
