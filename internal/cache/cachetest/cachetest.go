@@ -18,6 +18,13 @@ import (
 // as Redis a separate client, for an in-process cache the same value.
 type Open func(t *testing.T) (handle func() cache.Cache)
 
+// Memory is the Open for cache.Memory: every handle is the same value, as
+// an in-process cache is private to its process.
+func Memory(t *testing.T) func() cache.Cache {
+	m := cache.NewMemory(1000)
+	return func() cache.Cache { return m }
+}
+
 // Run runs the contract suite against the caches that open makes.
 func Run(t *testing.T, open Open) {
 	tests := []struct {

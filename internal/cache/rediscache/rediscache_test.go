@@ -6,35 +6,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/convergehq/converge/internal/cache"
 	"github.com/convergehq/converge/internal/cache/cachetest"
 	"github.com/convergehq/converge/internal/cache/rediscache"
 	"github.com/convergehq/converge/internal/cache/rediscache/redistest"
 )
 
-// open returns a new client on the cache under prefix p, closed when t ends.
-func open(t testing.TB, url, p string, versionTTL time.Duration) *rediscache.Cache {
-	t.Helper()
-	c, err := rediscache.New(context.Background(), url, rediscache.Options{Prefix: p, VersionTTL: versionTTL})
-	if err != nil {
-		t.Fatalf("rediscache.New: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := c.Close(); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-	})
-	return c
-}
-
-func TestContract(t *testing.T) {
-	url := redistest.URL(t)
-	cachetest.Run(t, func(t *testing.T) func() cache.Cache {
-		p := redistest.Prefix(t, url)
-		// Each handle is its own client, as each process would have.
-		return func() cache.Cache { return open(t, url, p, 0) }
-	})
-}
+func TestContract(t *testing.T) { cachetest.Run(t, redistest.Open) }
 
 // When a key's version expires between a reader's Get and its Fill, the
 // fill is refused rather than trusted: an expired version must never let a
@@ -42,7 +19,7 @@ func TestContract(t *testing.T) {
 func TestExpiredVersionRefusesFill(t *testing.T) {
 	url := redistest.URL(t)
 	const versionTTL = 50 * time.Millisecond
-	c := open(t, url, redistest.Prefix(t, url), versionTTL)
+	c := redistest.New(t, url, rediscache.Options{Prefix: redistest.Prefix(t, url), VersionTTL: versionTTL})
 	ctx := context.Background()
 
 	_, _, tok, err := c.Get(ctx, "k")

@@ -1,5 +1,6 @@
 // Package redistest gives tests a Redis to use: the one CONVERGE_TEST_REDIS_URL
 // names, under a key prefix of their own that is emptied when they end.
+// Tests are skipped when the variable is not set.
 package redistest
 
 import (
@@ -10,6 +11,9 @@ import (
 	"testing"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/convergehq/converge/internal/cache"
+	"github.com/convergehq/converge/internal/cache/rediscache"
 )
 
 // EnvURL is the environment variable that names the test Redis.
@@ -50,4 +54,29 @@ func Prefix(t testing.TB, url string) string {
 		}
 	})
 	return p
+}
+
+// Open is a cachetest.Open for the test Redis: it prepares a fresh prefix
+// for t, and each handle is a separate client on it, as each process would
+// have, closed when t ends.
+func Open(t *testing.T) func() cache.Cache {
+	t.Helper()
+	url := URL(t)
+	p := Prefix(t, url)
+	return func() cache.Cache { return New(t, url, rediscache.Options{Prefix: p}) }
+}
+
+// New returns a client on the Redis at url, closed when t ends.
+func New(t testing.TB, url string, opts rediscache.Options) *rediscache.Cache {
+	t.Helper()
+	c, err := rediscache.New(context.Background(), url, opts)
+	if err != nil {
+		t.Fatalf("rediscache.New: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := c.Close(); err != nil {
+			t.Errorf("rediscache Close: %v", err)
+		}
+	})
+	return c
 }
