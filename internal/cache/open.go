@@ -25,7 +25,7 @@ func Open(ctx context.Context, rawURL, prefix string, maxEntries int) (Cache, io
 	}
 	scheme, _, ok := strings.Cut(rawURL, "://")
 	if !ok {
-		return nil, nil, errors.New("cache: URL must be memory, redis://... or rediss://...")
+		return nil, nil, errors.New("cache: URL must be memory or start with redis:// or rediss://")
 	}
 	switch scheme {
 	case "redis", "rediss":
