@@ -1,23 +1,54 @@
-// Package cache holds the in-process cache that fronts each service's reads
-// (cache A for orders, cache B for stock), and ReadThrough, the cache-aside
-// logic over it. Values are bytes so that a Redis cache can take its place
-// behind the same methods.
+// Package cache holds the cache that fronts each service's reads (cache A for
+// orders, cache B for stock) and ReadThrough, the cache-aside logic over it.
+// The Cache interface carries versioned writes so that the guard against a
+// slow reader putting back a stale row lives in the cache itself, where every
+// process sharing the cache sees it. Memory is the in-process cache; Open
+// also gives a Redis one (package rediscache) behind the same interface.
 package cache
 
 import (
 	"context"
+	"hash/maphash"
 	"sync"
 	"time"
 )
 
+// Cache is what a read-through cache stores into. A reader takes a token
+// from Get, loads from the database on a miss, and hands the token back to
+// Fill; an Invalidate of the key in between, from this process or another
+// one sharing the cache, makes the Fill a no-op. That is what keeps a slow
+// reader from storing a row older than the database's.
+type Cache interface {
+	// Get returns the value under key, if any, and a token for the key's
+	// current version.
+	Get(ctx context.Context, key string) (val []byte, found bool, token uint64, err error)
+	// Fill stores val under key for ttl, but only if key has not been
+	// invalidated since the Get that returned token. A refused fill is not
+	// an error.
+	Fill(ctx context.Context, key string, val []byte, token uint64, ttl time.Duration) error
+	// Invalidate deletes keys and bumps their versions, so that fills of
+	// them begun before are refused. A missing key is no error.
+	Invalidate(ctx context.Context, keys ...string) error
+}
+
+// versionStripes is how many version counters a Memory keeps. Keys share
+// counters by hash, so memory stays fixed however many keys are
+// invalidated; two keys sharing a counter only cost an occasional refused
+// fill, never a stale one.
+const versionStripes = 1024
+
 // Memory is a bounded in-process cache with a TTL per entry. The zero value
 // is not usable; call NewMemory.
 type Memory struct {
-	mu      sync.Mutex
-	entries map[string]entry
-	max     int
-	now     func() time.Time
+	mu       sync.Mutex
+	entries  map[string]entry
+	max      int
+	now      func() time.Time
+	seed     maphash.Seed
+	versions [versionStripes]uint64 // bumped by Invalidate; never reset
 }
+
+var _ Cache = (*Memory)(nil)
 
 type entry struct {
 	val     []byte
@@ -26,28 +57,44 @@ type entry struct {
 
 // NewMemory returns a cache that holds at most maxEntries entries.
 func NewMemory(maxEntries int) *Memory {
-	return &Memory{entries: make(map[string]entry), max: max(1, maxEntries), now: time.Now}
+	return &Memory{
+		entries: make(map[string]entry),
+		max:     max(1, maxEntries),
+		now:     time.Now,
+		seed:    maphash.MakeSeed(),
+	}
 }
 
-// Get returns the value stored under key, if it is there and fresh.
-func (c *Memory) Get(_ context.Context, key string) ([]byte, bool, error) {
+// stripe returns the index of the version counter that guards key.
+func (c *Memory) stripe(key string) int {
+	return int(maphash.String(c.seed, key) % versionStripes)
+}
+
+// Get returns the value stored under key, if it is there and fresh, and the
+// key's version token.
+func (c *Memory) Get(_ context.Context, key string) ([]byte, bool, uint64, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	token := c.versions[c.stripe(key)]
 	e, ok := c.entries[key]
 	if !ok {
-		return nil, false, nil
+		return nil, false, token, nil
 	}
 	if !c.now().Before(e.expires) {
 		delete(c.entries, key)
-		return nil, false, nil
+		return nil, false, token, nil
 	}
-	return e.val, true, nil
+	return e.val, true, token, nil
 }
 
-// Set stores val under key for ttl.
-func (c *Memory) Set(_ context.Context, key string, val []byte, ttl time.Duration) error {
+// Fill stores val under key for ttl unless key was invalidated since the Get
+// that returned token.
+func (c *Memory) Fill(_ context.Context, key string, val []byte, token uint64, ttl time.Duration) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.versions[c.stripe(key)] != token {
+		return nil
+	}
 	if _, ok := c.entries[key]; !ok && len(c.entries) >= c.max {
 		c.evict()
 	}
@@ -55,11 +102,12 @@ func (c *Memory) Set(_ context.Context, key string, val []byte, ttl time.Duratio
 	return nil
 }
 
-// Delete removes keys; a missing key is no error.
-func (c *Memory) Delete(_ context.Context, keys ...string) error {
+// Invalidate removes keys and bumps their versions.
+func (c *Memory) Invalidate(_ context.Context, keys ...string) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, k := range keys {
+		c.versions[c.stripe(k)]++
 		delete(c.entries, k)
 	}
 	return nil

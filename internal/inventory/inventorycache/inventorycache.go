@@ -1,7 +1,9 @@
 // Package inventorycache fronts an inventory.Store with cache B: reads of
 // one SKU come from the cache, and every SKU a committed transaction touched
-// is dropped right after the commit. A read fills the cache only if no
-// invalidation happened while it read; the TTL is the safety net behind it.
+// is invalidated right after the commit. A read fills the cache only if the
+// SKU was not invalidated while it read, by this process or by another
+// sharing the cache; the TTL is the safety net behind it, for an
+// invalidation lost to a cache failure.
 package inventorycache
 
 import (
@@ -38,7 +40,7 @@ func (s *Store) List(ctx context.Context, after string, limit int) ([]inventory.
 	return s.next.List(ctx, after, limit)
 }
 
-// Update runs fn and, after the commit, drops every SKU it changed.
+// Update runs fn and, after the commit, invalidates every SKU it changed.
 func (s *Store) Update(ctx context.Context, fn func(inventory.Tx) error) error {
 	var touched []string
 	err := s.next.Update(ctx, func(tx inventory.Tx) error {

@@ -1,9 +1,9 @@
 // Package ordercache fronts an order.Store with cache A: reads of one order
 // are served from the cache, and every order a committed transaction touched
-// is dropped from it right after the commit. A read fills the cache only if
-// no invalidation happened while it read; the TTL is the safety net behind
-// that (for a cache shared by several processes, where this process cannot
-// see the others' invalidations).
+// is invalidated right after the commit. A read fills the cache only if the
+// order was not invalidated while it read, by this process or by another
+// sharing the cache (the cache's versioned writes see to that); the TTL is
+// the safety net behind it, for an invalidation lost to a cache failure.
 package ordercache
 
 import (
@@ -41,7 +41,7 @@ func (s *Store) List(ctx context.Context, f order.Filter) ([]order.Order, error)
 	return s.next.List(ctx, f)
 }
 
-// Update runs fn and, after the commit, drops every order it wrote.
+// Update runs fn and, after the commit, invalidates every order it wrote.
 func (s *Store) Update(ctx context.Context, fn func(order.Tx) error) error {
 	var touched []string
 	err := s.next.Update(ctx, func(tx order.Tx) error {

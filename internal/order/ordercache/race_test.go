@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/convergehq/converge/internal/cache"
+	"github.com/convergehq/converge/internal/cache/cachetest"
+	"github.com/convergehq/converge/internal/cache/rediscache/redistest"
 	"github.com/convergehq/converge/internal/order"
 	"github.com/convergehq/converge/internal/order/ordercache"
 )
@@ -58,5 +60,47 @@ func TestSlowReaderDoesNotCacheAStaleRow(t *testing.T) {
 	}
 	if now, err := st.Get(ctx, o.ID); err != nil || now.Status != order.Confirmed {
 		t.Fatalf("read after the commit: %s (%v), want CONFIRMED: the stale row was cached", now.Status, err)
+	}
+}
+
+// The same across processes: two decorators over one shared cache, as two
+// instances of the order service would have. The reader in A loads the old
+// row; B commits; A's fill must be refused, so both then read the commit.
+func TestSlowReaderInAnotherProcessDoesNotCacheAStaleRow(t *testing.T) {
+	for name, open := range map[string]cachetest.Open{"memory": cachetest.Memory, "redis": redistest.Open} {
+		t.Run(name, func(t *testing.T) {
+			handle := open(t)
+			e := newEnv(t, time.Hour)
+			o := e.create(t)
+			log := slog.New(slog.DiscardHandler)
+			slow := &slowReader{Store: e.sql, read: make(chan struct{}), resume: make(chan struct{})}
+			procA := ordercache.New(slow, handle(), time.Hour, log)
+			procB := ordercache.New(e.sql, handle(), time.Hour, log)
+
+			got := make(chan order.Order, 1)
+			go func() {
+				o, err := procA.Get(context.Background(), o.ID)
+				if err != nil {
+					t.Error(err)
+				}
+				got <- o
+			}()
+			<-slow.read // A holds the PENDING row
+			ctx := context.Background()
+			if err := procB.Update(ctx, func(tx order.Tx) error {
+				return tx.SetStatus(ctx, o.ID, order.Confirmed, "", time.Now())
+			}); err != nil {
+				t.Fatal(err)
+			}
+			close(slow.resume)
+			if stale := <-got; stale.Status != order.Pending {
+				t.Fatalf("A's slow read returned %s, want the PENDING it read", stale.Status)
+			}
+			for name, st := range map[string]*ordercache.Store{"A": procA, "B": procB} {
+				if now, err := st.Get(ctx, o.ID); err != nil || now.Status != order.Confirmed {
+					t.Errorf("read in %s after B's commit: %s (%v), want CONFIRMED: A's stale row was cached", name, now.Status, err)
+				}
+			}
+		})
 	}
 }

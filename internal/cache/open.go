@@ -1,0 +1,47 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/convergehq/converge/internal/cache/rediscache"
+)
+
+// Open returns the cache that rawURL names, and what to close when done:
+//
+//   - "" or "memory": a Memory of at most maxEntries entries, private to
+//     this process;
+//   - "redis://[user:password@]host:port/db" or "rediss://...": a Redis
+//     cache whose keys all start with prefix; processes that share a prefix
+//     share entries and see each other's invalidations.
+//
+// Anything else is an error. Errors never repeat a password.
+func Open(ctx context.Context, rawURL, prefix string, maxEntries int) (Cache, io.Closer, error) {
+	if rawURL == "" || rawURL == "memory" {
+		return NewMemory(maxEntries), nopCloser{}, nil
+	}
+	scheme, _, ok := strings.Cut(rawURL, "://")
+	if !ok {
+		return nil, nil, errors.New("cache: URL must be memory or start with redis:// or rediss://")
+	}
+	switch scheme {
+	case "redis", "rediss":
+		c, err := rediscache.New(ctx, rawURL, rediscache.Options{Prefix: prefix})
+		if err != nil {
+			return nil, nil, fmt.Errorf("cache: open: %w", err)
+		}
+		return c, c, nil
+	default:
+		return nil, nil, fmt.Errorf("cache: unknown URL scheme %q: want memory, redis:// or rediss://", scheme)
+	}
+}
+
+// The Redis cache satisfies Cache without importing this package.
+var _ Cache = (*rediscache.Cache)(nil)
+
+type nopCloser struct{}
+
+func (nopCloser) Close() error { return nil }

@@ -1,0 +1,78 @@
+package cache_test
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/convergehq/converge/internal/cache"
+)
+
+// broken is a cache whose every call fails, counting the calls.
+type broken struct{ gets, fills, invalidates int }
+
+var errDown = errors.New("cache down")
+
+func (b *broken) Get(context.Context, string) ([]byte, bool, uint64, error) {
+	b.gets++
+	return nil, false, 0, errDown
+}
+
+func (b *broken) Fill(context.Context, string, []byte, uint64, time.Duration) error {
+	b.fills++
+	return errDown
+}
+
+func (b *broken) Invalidate(context.Context, ...string) error {
+	b.invalidates++
+	return errDown
+}
+
+// A failing cache is logged and the database answers. Without a token
+// from Get there is nothing safe to fill with, so no fill is tried.
+func TestReadThroughSurvivesAFailingCache(t *testing.T) {
+	ctx := context.Background()
+	b := &broken{}
+	rt := cache.NewReadThrough[string](b, time.Minute, slog.New(slog.DiscardHandler))
+	v, err := rt.Get(ctx, "k", func(context.Context) (string, error) { return "db", nil })
+	if err != nil || v != "db" {
+		t.Fatalf("Get = %q, %v; want the database's %q", v, err, "db")
+	}
+	if b.gets != 1 || b.fills != 0 {
+		t.Errorf("cache calls: %d gets, %d fills; want 1 get, no fill", b.gets, b.fills)
+	}
+	rt.Invalidate(ctx, []string{"k"})
+	if b.invalidates != 1 {
+		t.Errorf("invalidations = %d, want 1", b.invalidates)
+	}
+}
+
+// A failing fill does not fail the read.
+func TestReadThroughSurvivesAFailingFill(t *testing.T) {
+	ctx := context.Background()
+	rt := cache.NewReadThrough[string](failFill{cache.NewMemory(10)}, time.Minute, slog.New(slog.DiscardHandler))
+	v, err := rt.Get(ctx, "k", func(context.Context) (string, error) { return "db", nil })
+	if err != nil || v != "db" {
+		t.Fatalf("Get = %q, %v; want the database's %q", v, err, "db")
+	}
+}
+
+type failFill struct{ *cache.Memory }
+
+func (failFill) Fill(context.Context, string, []byte, uint64, time.Duration) error { return errDown }
+
+// A load error is returned and nothing is cached.
+func TestReadThroughDoesNotCacheALoadError(t *testing.T) {
+	ctx := context.Background()
+	m := cache.NewMemory(10)
+	rt := cache.NewReadThrough[string](m, time.Minute, slog.New(slog.DiscardHandler))
+	boom := errors.New("boom")
+	if _, err := rt.Get(ctx, "k", func(context.Context) (string, error) { return "", boom }); !errors.Is(err, boom) {
+		t.Fatalf("Get: %v, want %v", err, boom)
+	}
+	if _, found, _, _ := m.Get(ctx, "k"); found {
+		t.Fatal("a failed load was cached")
+	}
+}

@@ -1,0 +1,237 @@
+// Package rediscache is a cache shared by several processes, kept in Redis,
+// with versioned writes: a reader's fill is refused if the key was
+// invalidated, by any process, since the reader's Get. It satisfies
+// cache.Cache without importing it (the token is a plain uint64), so that
+// package cache can open it.
+//
+// Each cached key k has, under the configured prefix:
+//
+//	val:k   the value, with the fill's TTL
+//	ver:k   the version of k, with Options.VersionTTL
+//	gen     a counter shared by all keys, never expiring
+//
+// Invalidate bumps gen and writes the new number into ver:k of every key it
+// drops, so a version is never handed out twice. Get returns ver:k as the
+// token, first setting it to the current gen if it is missing. Fill stores
+// the value only if ver:k still holds the token. Each of the three is one
+// Lua script, so one atomic round trip.
+//
+// Why ver:k expires, and why VersionTTL must outlive any read: ver:k cannot
+// live forever, or Redis would hold a version for every key ever read. When
+// it expires between a reader's Get and its Fill, the Fill finds it missing
+// (or re-created by a later Get from the then current gen, which differs
+// from the token if any invalidation happened meanwhile) and is refused.
+// So expiry can never let a stale value in, but a VersionTTL shorter than
+// the slowest reads would keep refusing their fills and those keys would
+// never be cached. Keep it well above the longest database read plus
+// retries; the default is ten minutes.
+//
+// gen starts, when missing (a new Redis, or one that lost its data), at the
+// server's clock in microseconds rather than at zero, so that the versions
+// handed out after a flush do not repeat those of readers still in flight
+// from before it.
+//
+// All keys of one cache are touched together by the scripts, so this is for
+// a single Redis server (or a primary with replicas), not Redis Cluster.
+package rediscache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// DefaultVersionTTL is how long a key's version outlives its last Get or
+// Invalidate when Options.VersionTTL is zero.
+const DefaultVersionTTL = 10 * time.Minute
+
+// Options tune a Cache.
+type Options struct {
+	// Prefix starts every Redis key of this cache, so that several caches
+	// (or tests) can share one Redis database. Processes that must see
+	// each other's invalidations use the same prefix.
+	Prefix string
+	// VersionTTL is how long a key's version is kept; see the package
+	// comment for why it must outlive any read. Zero means
+	// DefaultVersionTTL.
+	VersionTTL time.Duration
+}
+
+// Cache is a Redis-backed cache with versioned writes. It is safe for
+// concurrent use; call Close when done.
+type Cache struct {
+	client     *redis.Client
+	prefix     string
+	versionTTL time.Duration
+	get        *redis.Script
+	fill       *redis.Script
+	invalidate *redis.Script
+}
+
+// seedGen is the part of the scripts that reads gen (KEYS[genKey]),
+// creating it from the server's clock if it is missing.
+const seedGen = `
+local function gen(key)
+  local g = redis.call('GET', key)
+  if not g then
+    local t = redis.call('TIME')
+    g = string.format('%s%06d', t[1], tonumber(t[2]))
+    redis.call('SET', key, g)
+  end
+  return g
+end
+`
+
+// getScript: KEYS = val:k, ver:k, gen; ARGV = version TTL in ms.
+// Returns {value or nil, version}.
+const getScript = seedGen + `
+local val = redis.call('GET', KEYS[1])
+local ver = redis.call('GET', KEYS[2])
+if not ver then
+  ver = gen(KEYS[3])
+  redis.call('SET', KEYS[2], ver, 'PX', ARGV[1])
+end
+return {val, ver}
+`
+
+// fillScript: KEYS = val:k, ver:k; ARGV = token, value, TTL in ms.
+// Returns 1 if it stored the value, 0 if the version moved on.
+const fillScript = `
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
+`
+
+// invalidateScript: KEYS = gen, then val:k, ver:k for each key;
+// ARGV = version TTL in ms. The new version is read back with GET so that
+// it stays a string: Lua numbers are doubles and would be formatted
+// lossily.
+const invalidateScript = seedGen + `
+gen(KEYS[1])
+redis.call('INCR', KEYS[1])
+local g = redis.call('GET', KEYS[1])
+for i = 2, #KEYS, 2 do
+  redis.call('DEL', KEYS[i])
+  redis.call('SET', KEYS[i + 1], g, 'PX', ARGV[1])
+end
+return g
+`
+
+// New connects to the Redis at rawURL (redis://[user:password@]host:port/db,
+// or rediss:// for TLS) and checks that it answers. Errors name the URL with
+// its password redacted.
+func New(ctx context.Context, rawURL string, opts Options) (*Cache, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		// url.Error repeats the whole URL, password included: keep only
+		// the reason.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return nil, fmt.Errorf("rediscache: invalid URL: %v", err)
+	}
+	if u.Scheme != "redis" && u.Scheme != "rediss" {
+		return nil, fmt.Errorf("rediscache: invalid URL %s: scheme must be redis or rediss", u.Redacted())
+	}
+	ro, err := redis.ParseURL(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("rediscache: invalid URL %s: %w", u.Redacted(), err)
+	}
+	if opts.VersionTTL <= 0 {
+		opts.VersionTTL = DefaultVersionTTL
+	}
+	c := &Cache{
+		client:     redis.NewClient(ro),
+		prefix:     opts.Prefix,
+		versionTTL: opts.VersionTTL,
+		get:        redis.NewScript(getScript),
+		fill:       redis.NewScript(fillScript),
+		invalidate: redis.NewScript(invalidateScript),
+	}
+	if err := c.client.Ping(ctx).Err(); err != nil {
+		_ = c.client.Close()
+		return nil, fmt.Errorf("rediscache: connect to %s: %w", u.Redacted(), err)
+	}
+	return c, nil
+}
+
+// Close closes the connections to Redis.
+func (c *Cache) Close() error {
+	if err := c.client.Close(); err != nil {
+		return fmt.Errorf("rediscache: close: %w", err)
+	}
+	return nil
+}
+
+func (c *Cache) valKey(key string) string { return c.prefix + "val:" + key }
+func (c *Cache) verKey(key string) string { return c.prefix + "ver:" + key }
+func (c *Cache) genKey() string           { return c.prefix + "gen" }
+
+// millis is d in whole milliseconds, at least 1: PX refuses zero.
+func millis(d time.Duration) int64 { return max(1, d.Milliseconds()) }
+
+// Get returns the value under key, if any, and the key's version token.
+func (c *Cache) Get(ctx context.Context, key string) ([]byte, bool, uint64, error) {
+	res, err := c.get.Run(ctx, c.client, []string{c.valKey(key), c.verKey(key), c.genKey()}, millis(c.versionTTL)).Slice()
+	if err != nil {
+		return nil, false, 0, fmt.Errorf("rediscache: get %q: %w", key, err)
+	}
+	if len(res) != 2 {
+		return nil, false, 0, fmt.Errorf("rediscache: get %q: script returned %d values, want 2", key, len(res))
+	}
+	ver, ok := res[1].(string)
+	if !ok {
+		return nil, false, 0, fmt.Errorf("rediscache: get %q: version is %T, want a string", key, res[1])
+	}
+	token, err := strconv.ParseUint(ver, 10, 64)
+	if err != nil {
+		return nil, false, 0, fmt.Errorf("rediscache: get %q: version: %w", key, err)
+	}
+	switch v := res[0].(type) {
+	case nil:
+		return nil, false, token, nil
+	case string:
+		return []byte(v), true, token, nil
+	default:
+		return nil, false, 0, fmt.Errorf("rediscache: get %q: value is %T, want a string", key, res[0])
+	}
+}
+
+// Fill stores val under key for ttl unless key was invalidated since the Get
+// that returned token. A ttl of zero or less stores nothing.
+func (c *Cache) Fill(ctx context.Context, key string, val []byte, token uint64, ttl time.Duration) error {
+	if ttl <= 0 {
+		return nil
+	}
+	err := c.fill.Run(ctx, c.client, []string{c.valKey(key), c.verKey(key)},
+		strconv.FormatUint(token, 10), val, millis(ttl)).Err()
+	if err != nil {
+		return fmt.Errorf("rediscache: fill %q: %w", key, err)
+	}
+	return nil
+}
+
+// Invalidate deletes keys and gives each a new version, refusing the fills
+// of reads begun before.
+func (c *Cache) Invalidate(ctx context.Context, keys ...string) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	rkeys := make([]string, 0, 1+2*len(keys))
+	rkeys = append(rkeys, c.genKey())
+	for _, k := range keys {
+		rkeys = append(rkeys, c.valKey(k), c.verKey(k))
+	}
+	if err := c.invalidate.Run(ctx, c.client, rkeys, millis(c.versionTTL)).Err(); err != nil {
+		return fmt.Errorf("rediscache: invalidate %q: %w", keys, err)
+	}
+	return nil
+}

@@ -1,0 +1,69 @@
+package rediscache_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/convergehq/converge/internal/cache/cachetest"
+	"github.com/convergehq/converge/internal/cache/rediscache"
+	"github.com/convergehq/converge/internal/cache/rediscache/redistest"
+)
+
+func TestContract(t *testing.T) { cachetest.Run(t, redistest.Open) }
+
+// When a key's version expires between a reader's Get and its Fill, the
+// fill is refused rather than trusted: an expired version must never let a
+// value from before an invalidation in.
+func TestExpiredVersionRefusesFill(t *testing.T) {
+	url := redistest.URL(t)
+	const versionTTL = 50 * time.Millisecond
+	c := redistest.New(t, url, rediscache.Options{Prefix: redistest.Prefix(t, url), VersionTTL: versionTTL})
+	ctx := context.Background()
+
+	_, _, tok, err := c.Get(ctx, "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Invalidate(ctx, "k"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * versionTTL) // the version written by Invalidate is gone
+	if err := c.Fill(ctx, "k", []byte("stale"), tok, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	// Another reader's Get re-creates the version; the old token must
+	// still not match it.
+	if _, found, _, err := c.Get(ctx, "k"); err != nil || found {
+		t.Fatalf("Get after a fill on an expired version: found %v, %v; want a miss", found, err)
+	}
+	if err := c.Fill(ctx, "k", []byte("stale"), tok, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if _, found, _, err := c.Get(ctx, "k"); err != nil || found {
+		t.Fatalf("Get after a fill on a re-created version: found %v, %v; want a miss", found, err)
+	}
+}
+
+func TestNewRejectsBadURLWithoutThePassword(t *testing.T) {
+	const secret = "s3cr3t-pw"
+	for _, u := range []string{
+		"redis://user:" + secret + "@127.0.0.1:6379/notanumber",
+		"redis://user:" + secret + "@127.0.0.1:6379/0/1",
+		"redis://user:" + secret + "@[::1:6379/0",
+		"http://user:" + secret + "@127.0.0.1:6379/0",
+		"redis://user:" + secret + "@127.0.0.1:1/0", // nothing listens on port 1
+	} {
+		c, err := rediscache.New(context.Background(), u, rediscache.Options{})
+		if err == nil {
+			c.Close()
+			t.Errorf("New(%s): no error", u)
+			continue
+		}
+		if strings.Contains(err.Error(), secret) {
+			t.Errorf("New: error %q repeats the password", err)
+		}
+		t.Logf("New: %v", err)
+	}
+}
