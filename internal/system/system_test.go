@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -349,6 +350,10 @@ func TestGatewayKilledUnderTraffic(t *testing.T) {
 	if err := sys.KillGateway(0); err != nil {
 		t.Fatal(err)
 	}
+	// The connect retry sends the dead instance's requests to the live one,
+	// so clients alone cannot tell whether the balancer ever noticed.
+	dead := sys.GatewayURLs[0]
+	eventually(t, window, dead+" out of rotation", func() bool { return !slices.Contains(sys.InRotation(), dead) })
 	wg.Wait()
 	if ok == 0 {
 		t.Fatal("no request succeeded")
@@ -359,6 +364,25 @@ func TestGatewayKilledUnderTraffic(t *testing.T) {
 		}
 	}
 	t.Logf("%d requests ok, %d failed inside the %s window", ok, len(failures), window)
+}
+
+// Without traffic, only the active health check can see that an instance
+// died: it must take it out of rotation on its own, and leave the other in.
+func TestIdleGatewayKilledLeavesRotation(t *testing.T) {
+	sys := start(t)
+	if got, want := sys.InRotation(), sys.GatewayURLs; !slices.Equal(got, want) {
+		t.Fatalf("in rotation at start: got %v, want %v", got, want)
+	}
+	if err := sys.KillGateway(0); err != nil {
+		t.Fatal(err)
+	}
+	// Checks run every 500ms and two failures take an instance out.
+	eventually(t, 2*time.Second, sys.GatewayURLs[0]+" out of rotation", func() bool {
+		return !slices.Contains(sys.InRotation(), sys.GatewayURLs[0])
+	})
+	if got, want := sys.InRotation(), sys.GatewayURLs[1:]; !slices.Equal(got, want) {
+		t.Fatalf("in rotation after the kill: got %v, want %v", got, want)
+	}
 }
 
 // A message that is not an event lands in the dead-letter stream, and the
