@@ -128,12 +128,15 @@ func TestConcurrentOrdersNeverOversell(t *testing.T) {
 	close(ids)
 	accepted := time.Since(began)
 
-	count := map[string]int{}
+	var placed []string
 	for id := range ids {
-		o := c.final(id)
+		placed = append(placed, id)
+	}
+	count := map[string]int{}
+	for _, o := range c.finals(placed...) {
 		count[o.Status]++
 		if o.Status == "REJECTED" && o.Reason != "insufficient_stock" {
-			t.Errorf("order %s rejected for %q, want insufficient_stock", id, o.Reason)
+			t.Errorf("order %s rejected for %q, want insufficient_stock", o.ID, o.Reason)
 		}
 	}
 	t.Logf("%d orders accepted in %s, all final after %s", n, accepted, time.Since(began))
@@ -297,8 +300,8 @@ func TestBrokerOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	count := map[string]int{}
-	for _, id := range ids {
-		count[c.final(id).Status]++
+	for _, o := range c.finals(ids...) {
+		count[o.Status]++
 	}
 	if count["CONFIRMED"] != 30 || count["REJECTED"] != 20 {
 		t.Fatalf("after the outage: %v, want 30 CONFIRMED and 20 REJECTED", count)
