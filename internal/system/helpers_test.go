@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -238,8 +239,10 @@ func (c *client) finals(ids ...string) []orderView {
 			if r.Status != http.StatusOK {
 				c.t.Fatalf("GET order %s: status %d: %s", id, r.Status, r.Body)
 			}
-			r.decode(c.t, &out[i])
-			if out[i].Status != "PENDING" {
+			var o orderView
+			r.decode(c.t, &o)
+			out[i] = o
+			if o.Status != "PENDING" {
 				break
 			}
 			if !time.Now().Before(until) {
@@ -268,6 +271,26 @@ func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
 		if time.Now().After(until) {
 			t.Fatalf("timed out after %s waiting for %s (own limit %s, the test's %s of waiting in all)",
 				time.Since(began).Round(time.Millisecond), what, d, waitBudget)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// waitForRotation waits up to d, and no longer than the test's shared
+// deadline, until the load balancer has exactly want in rotation.
+func waitForRotation(t testing.TB, sys *system.System, d time.Duration, want ...string) {
+	t.Helper()
+	until := time.Now().Add(d)
+	if shared := deadline(t); shared.Before(until) {
+		until = shared
+	}
+	for {
+		got := sys.InRotation()
+		if slices.Equal(got, want) {
+			return
+		}
+		if time.Now().After(until) {
+			t.Fatalf("gateways in rotation after %s: got %v, want %v", d, got, want)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
