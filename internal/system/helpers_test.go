@@ -213,6 +213,16 @@ func deadline(t testing.TB) time.Time {
 	return d
 }
 
+// waitEnd returns when a wait of up to d that starts now must give up: after
+// d, or at the test's shared deadline if that comes first.
+func waitEnd(t testing.TB, d time.Duration) time.Time {
+	end := time.Now().Add(d)
+	if shared := deadline(t); shared.Before(end) {
+		return shared
+	}
+	return end
+}
+
 // final waits (server side, ?wait=) until the order has left PENDING.
 func (c *client) final(id string) orderView {
 	c.t.Helper()
@@ -262,10 +272,7 @@ func (c *client) finals(ids ...string) []orderView {
 // test's shared deadline.
 func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	until := time.Now().Add(d)
-	if shared := deadline(t); shared.Before(until) {
-		until = shared
-	}
+	until := waitEnd(t, d)
 	began := time.Now()
 	for !cond() {
 		if time.Now().After(until) {
@@ -280,10 +287,7 @@ func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
 // deadline, until the load balancer has exactly want in rotation.
 func waitForRotation(t testing.TB, sys *system.System, d time.Duration, want ...string) {
 	t.Helper()
-	until := time.Now().Add(d)
-	if shared := deadline(t); shared.Before(until) {
-		until = shared
-	}
+	until := waitEnd(t, d)
 	for {
 		got := sys.InRotation()
 		if slices.Equal(got, want) {
@@ -303,10 +307,7 @@ func checkInvariants(t testing.TB, dir string) {
 	t.Helper()
 	ctx := context.Background()
 	var results []check.Result
-	until := time.Now().Add(30 * time.Second)
-	if shared := deadline(t); shared.Before(until) {
-		until = shared
-	}
+	until := waitEnd(t, 30*time.Second)
 	for {
 		results = runCheck(t, ctx, dir)
 		ok := true
