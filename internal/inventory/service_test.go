@@ -728,3 +728,101 @@ func TestApplyBatch(t *testing.T) {
 		t.Errorf("ApplyBatch(nil): got %v", errs)
 	}
 }
+
+// forgetfulStore is the real SQL store with a Reservation that reports what
+// view makes of the stored row. It takes away the service's second line of
+// defence, the reservation row, so that the inbox is the only thing left
+// between a redelivered event and a second effect.
+type forgetfulStore struct {
+	*inventorysql.Store
+	view func(inventory.Reservation, bool) (inventory.Reservation, bool)
+}
+
+func (s forgetfulStore) Update(ctx context.Context, fn func(inventory.Tx) error) error {
+	return s.Store.Update(ctx, func(tx inventory.Tx) error { return fn(forgetfulTx{tx, s.view}) })
+}
+
+type forgetfulTx struct {
+	inventory.Tx
+	view func(inventory.Reservation, bool) (inventory.Reservation, bool)
+}
+
+func (tx forgetfulTx) Reservation(ctx context.Context, orderID string) (inventory.Reservation, bool, error) {
+	r, found, err := tx.Tx.Reservation(ctx, orderID)
+	if err != nil {
+		return r, found, err
+	}
+	r, found = tx.view(r, found)
+	return r, found, nil
+}
+
+// The reservation row happens to make every repeat harmless, which would
+// hide an inbox that lets repeats through. Here the service cannot rely on
+// the row, so only the inbox stops a redelivered event acting twice.
+func TestInboxAloneStopsRedelivery(t *testing.T) {
+	cases := []struct {
+		name string
+		// view is what the service gets to see of a stored reservation.
+		view func(inventory.Reservation, bool) (inventory.Reservation, bool)
+		// run applies the events and redelivers one of them; it returns
+		// what the outbox must hold.
+		run func(t *testing.T, e *env, svc *inventory.Service) []string
+	}{
+		{
+			name: "created redelivered, decisions forgotten",
+			view: func(inventory.Reservation, bool) (inventory.Reservation, bool) { return inventory.Reservation{}, false },
+			run: func(t *testing.T, e *env, svc *inventory.Service) []string {
+				id := newOrderID()
+				ev := created(t, id, item("A", 4))
+				for range 2 {
+					if err := svc.Apply(context.Background(), ev); err != nil {
+						t.Fatalf("Apply(created %s): %v", ev.ID, err)
+					}
+				}
+				// And once more, twice inside one batch.
+				for i, err := range svc.ApplyBatch(context.Background(), []events.Envelope{ev, ev}) {
+					if err != nil {
+						t.Fatalf("ApplyBatch(created twice)[%d]: %v", i, err)
+					}
+				}
+				e.wantLevel(t, "A", 10, 4)
+				return []string{row(events.StockReserved, id)}
+			},
+		},
+		{
+			name: "cancelled redelivered, releases forgotten",
+			view: func(r inventory.Reservation, found bool) (inventory.Reservation, bool) {
+				if found && r.Status == inventory.Released {
+					r.Status = inventory.Active
+				}
+				return r, found
+			},
+			run: func(t *testing.T, e *env, svc *inventory.Service) []string {
+				id, other := newOrderID(), newOrderID()
+				for _, ev := range []events.Envelope{created(t, other, item("A", 4)), created(t, id, item("A", 4))} {
+					if err := svc.Apply(context.Background(), ev); err != nil {
+						t.Fatalf("Apply(created %s): %v", ev.Subject, err)
+					}
+				}
+				cancel := cancelled(t, id)
+				for range 2 {
+					if err := svc.Apply(context.Background(), cancel); err != nil {
+						t.Fatalf("Apply(cancelled %s): %v", cancel.ID, err)
+					}
+				}
+				// A second release would have taken the other order's units.
+				e.wantLevel(t, "A", 10, 4)
+				return []string{row(events.StockReserved, other), row(events.StockReserved, id), row(events.StockReleased, id)}
+			},
+		},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			e := newEnv(t)
+			e.stock(t, "A", 10)
+			svc := inventory.NewService(forgetfulStore{e.st, c.view}, func() {}, slog.New(slog.DiscardHandler))
+			want := c.run(t, e, svc)
+			wantOutbox(t, e.db, want...)
+		})
+	}
+}

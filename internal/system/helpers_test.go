@@ -7,7 +7,9 @@ import (
 	"io"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -179,42 +181,133 @@ func (c *client) place(customer string, items ...item) orderView {
 	return o
 }
 
+// waitBudget is how long one test may spend waiting for the system to
+// converge, all its waits together: every final, eventually and
+// checkInvariants of a test draws on one deadline, set by the first of them.
+// Healthy runs need a few seconds; a stuck flow then fails in seconds
+// instead of waiting 30s per order, one after another, into go test's
+// 10-minute panic.
+const waitBudget = 20 * time.Second
+
+// deadlines holds the shared wait deadline of each running test.
+var deadlines = struct {
+	sync.Mutex
+	m map[testing.TB]time.Time
+}{m: map[testing.TB]time.Time{}}
+
+// deadline returns t's shared wait deadline, starting it on first use, so
+// that the time a test spends setting up and placing orders is not counted.
+func deadline(t testing.TB) time.Time {
+	deadlines.Lock()
+	defer deadlines.Unlock()
+	d, ok := deadlines.m[t]
+	if !ok {
+		d = time.Now().Add(waitBudget)
+		deadlines.m[t] = d
+		t.Cleanup(func() {
+			deadlines.Lock()
+			defer deadlines.Unlock()
+			delete(deadlines.m, t)
+		})
+	}
+	return d
+}
+
+// waitEnd returns when a wait of up to d that starts now must give up: after
+// d, or at the test's shared deadline if that comes first.
+func waitEnd(t testing.TB, d time.Duration) time.Time {
+	end := time.Now().Add(d)
+	if shared := deadline(t); shared.Before(end) {
+		return shared
+	}
+	return end
+}
+
 // final waits (server side, ?wait=) until the order has left PENDING.
 func (c *client) final(id string) orderView {
 	c.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		r := c.do("GET", "/api/v1/orders/"+id+"?wait=10s", nil)
-		if r.Status != http.StatusOK {
-			c.t.Fatalf("GET order %s: status %d: %s", id, r.Status, r.Body)
+	return c.finals(id)[0]
+}
+
+// finals waits until every order of ids has left PENDING and returns them
+// in the order of ids. If some are still PENDING at the test's deadline it
+// fails the test once, naming all of them.
+func (c *client) finals(ids ...string) []orderView {
+	c.t.Helper()
+	until := deadline(c.t)
+	out := make([]orderView, len(ids))
+	var stuck []string
+	for i, id := range ids {
+		for {
+			path := "/api/v1/orders/" + id
+			// Past the deadline, one plain read per order is enough to
+			// tell which are stuck.
+			if wait := min(time.Until(until), 10*time.Second).Round(time.Millisecond); wait > 0 {
+				path += "?wait=" + wait.String()
+			}
+			r := c.do("GET", path, nil)
+			if r.Status != http.StatusOK {
+				c.t.Fatalf("GET order %s: status %d: %s", id, r.Status, r.Body)
+			}
+			var o orderView
+			r.decode(c.t, &o)
+			out[i] = o
+			if o.Status != "PENDING" {
+				break
+			}
+			if !time.Now().Before(until) {
+				stuck = append(stuck, id)
+				break
+			}
 		}
-		var o orderView
-		r.decode(c.t, &o)
-		if o.Status != "PENDING" || time.Now().After(deadline) {
-			return o
+	}
+	if len(stuck) > 0 {
+		c.t.Fatalf("%d of %d orders still PENDING when the test's %s of waiting ran out: %s",
+			len(stuck), len(ids), waitBudget, strings.Join(stuck, " "))
+	}
+	return out
+}
+
+// eventually polls cond every 50ms for up to d, and no longer than the
+// test's shared deadline.
+func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	until := waitEnd(t, d)
+	began := time.Now()
+	for !cond() {
+		if time.Now().After(until) {
+			t.Fatalf("timed out after %s waiting for %s (own limit %s, the test's %s of waiting in all)",
+				time.Since(began).Round(time.Millisecond), what, d, waitBudget)
 		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
-// eventually polls cond every 50ms for up to d.
-func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
+// waitForRotation waits up to d, and no longer than the test's shared
+// deadline, until the load balancer has exactly want in rotation.
+func waitForRotation(t testing.TB, sys *system.System, d time.Duration, want ...string) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
+	until := waitEnd(t, d)
+	for {
+		got := sys.InRotation()
+		if slices.Equal(got, want) {
+			return
+		}
+		if time.Now().After(until) {
+			t.Fatalf("gateways in rotation after %s: got %v, want %v", d, got, want)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 }
 
 // checkInvariants runs the invariant checker over the system's databases,
-// waiting up to 30s for the system to settle, and fails on any FAIL.
+// waiting up to 30s, and no longer than the test's shared deadline, for the
+// system to settle, and fails on any FAIL.
 func checkInvariants(t testing.TB, dir string) {
 	t.Helper()
 	ctx := context.Background()
 	var results []check.Result
-	deadline := time.Now().Add(30 * time.Second)
+	until := waitEnd(t, 30*time.Second)
 	for {
 		results = runCheck(t, ctx, dir)
 		ok := true
@@ -224,7 +317,7 @@ func checkInvariants(t testing.TB, dir string) {
 		if ok {
 			return
 		}
-		if time.Now().After(deadline) {
+		if time.Now().After(until) {
 			break
 		}
 		time.Sleep(200 * time.Millisecond)

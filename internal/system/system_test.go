@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -127,12 +128,15 @@ func TestConcurrentOrdersNeverOversell(t *testing.T) {
 	close(ids)
 	accepted := time.Since(began)
 
-	count := map[string]int{}
+	var placed []string
 	for id := range ids {
-		o := c.final(id)
+		placed = append(placed, id)
+	}
+	count := map[string]int{}
+	for _, o := range c.finals(placed...) {
 		count[o.Status]++
 		if o.Status == "REJECTED" && o.Reason != "insufficient_stock" {
-			t.Errorf("order %s rejected for %q, want insufficient_stock", id, o.Reason)
+			t.Errorf("order %s rejected for %q, want insufficient_stock", o.ID, o.Reason)
 		}
 	}
 	t.Logf("%d orders accepted in %s, all final after %s", n, accepted, time.Since(began))
@@ -296,8 +300,8 @@ func TestBrokerOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	count := map[string]int{}
-	for _, id := range ids {
-		count[c.final(id).Status]++
+	for _, o := range c.finals(ids...) {
+		count[o.Status]++
 	}
 	if count["CONFIRMED"] != 30 || count["REJECTED"] != 20 {
 		t.Fatalf("after the outage: %v, want 30 CONFIRMED and 20 REJECTED", count)
@@ -349,6 +353,9 @@ func TestGatewayKilledUnderTraffic(t *testing.T) {
 	if err := sys.KillGateway(0); err != nil {
 		t.Fatal(err)
 	}
+	// The connect retry sends the dead instance's requests to the live one,
+	// so clients alone cannot tell whether the balancer ever noticed.
+	waitForRotation(t, sys, window, sys.GatewayURLs[1:]...)
 	wg.Wait()
 	if ok == 0 {
 		t.Fatal("no request succeeded")
@@ -359,6 +366,20 @@ func TestGatewayKilledUnderTraffic(t *testing.T) {
 		}
 	}
 	t.Logf("%d requests ok, %d failed inside the %s window", ok, len(failures), window)
+}
+
+// Without traffic, only the active health check can see that an instance
+// died: it must take it out of rotation on its own and leave the other in.
+func TestIdleGatewayKilledLeavesRotation(t *testing.T) {
+	sys := start(t)
+	if got, want := sys.InRotation(), sys.GatewayURLs; !slices.Equal(got, want) {
+		t.Fatalf("in rotation at start: got %v, want %v", got, want)
+	}
+	if err := sys.KillGateway(0); err != nil {
+		t.Fatal(err)
+	}
+	// Checks run every 500ms and two failures take an instance out.
+	waitForRotation(t, sys, 2*time.Second, sys.GatewayURLs[1:]...)
 }
 
 // A message that is not an event lands in the dead-letter stream, and the

@@ -1,0 +1,196 @@
+package system_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"net/http"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/convergehq/converge/internal/broker"
+	"github.com/convergehq/converge/internal/broker/brokertest"
+	"github.com/convergehq/converge/internal/events"
+	"github.com/convergehq/converge/internal/store"
+)
+
+// An order.cancelled that reaches inventory before its order.created: the
+// cancel leaves a marker, the creation then reserves nothing, and the
+// system ends consistent.
+//
+// With the broker down, the order is placed and cancelled, so both events
+// wait in the order service's outbox, created first. The test then starts a
+// second broker on the same store but on a port the services do not know,
+// publishes the cancel there itself under the event id the outbox gave it,
+// and stops that broker again. Only then does the system's broker come
+// back: whatever the relay publishes lands after the cancel, and its own
+// copy of the cancel is dropped as a duplicate. No step races the relay.
+func TestCancelOvertakesCreated(t *testing.T) {
+	dir := t.TempDir()
+	sys := startIn(t, dir)
+	c := newClient(t, sys)
+	c.setStock("A-1", 10)
+
+	sys.StopBroker()
+	o := c.place("c-1", item{"A-1", 2})
+	if r := c.do("POST", "/api/v1/orders/"+o.ID+"/cancel", nil); r.Status != http.StatusAccepted {
+		t.Fatalf("cancel: status %d, want 202: %s", r.Status, r.Body)
+	}
+	orders, inv := readDB(t, dir, "order"), readDB(t, dir, "inventory")
+	pending := outboxOf(t, orders, o.ID)
+	if len(pending) != 2 || pending[0].Type != string(events.OrderCreated) || pending[1].Type != string(events.OrderCancelled) {
+		t.Fatalf("outbox of order %s: got %+v, want its created then its cancelled event", o.ID, pending)
+	}
+	created, cancel := pending[0], pending[1]
+	publishAside(t, filepath.Join(dir, "broker"), cancel)
+	if err := sys.StartBroker(); err != nil {
+		t.Fatal(err)
+	}
+
+	// The relay has sent its copies once both rows are marked published,
+	// and inventory has seen both events once its inbox holds the later one.
+	eventually(t, 10*time.Second, "the relay to publish the events of "+o.ID, func() bool {
+		return queryInt(t, orders, `SELECT count(*) FROM outbox WHERE event_id IN ($1, $2) AND published_at IS NOT NULL`, created.ID, cancel.ID) == 2
+	})
+	eventually(t, 10*time.Second, "inventory to apply order.created of "+o.ID, func() bool {
+		return queryInt(t, inv, `SELECT count(*) FROM inbox WHERE event_id = $1`, created.ID) == 1
+	})
+	if got := streamOrder(t, sys.BrokerURL, created.ID, cancel.ID); len(got) != 2 || got[0] != cancel.ID {
+		t.Fatalf("orders stream: got event ids %v in stream order, want the cancel %s once and first, then the created %s", got, cancel.ID, created.ID)
+	}
+	if got := c.final(o.ID); got.Status != "CANCELLED" {
+		t.Fatalf("order %s: got %s, want CANCELLED", o.ID, got.Status)
+	}
+	if s := c.stock("A-1"); s.OnHand != 10 || s.Reserved != 0 || s.Available != 10 {
+		t.Fatalf("A-1: got on_hand %d reserved %d available %d, want 10, 0 and 10", s.OnHand, s.Reserved, s.Available)
+	}
+	var status string
+	if err := inv.QueryRow(`SELECT status FROM reservations WHERE order_id = $1`, o.ID).Scan(&status); err != nil || status != "cancelled" {
+		t.Fatalf("reservation of %s: got %q (%v), want the cancelled marker", o.ID, status, err)
+	}
+	if n := queryInt(t, inv, `SELECT count(*) FROM reservation_items WHERE order_id = $1`, o.ID); n != 0 {
+		t.Fatalf("reservation items of %s: got %d, want 0", o.ID, n)
+	}
+	checkInvariants(t, dir)
+}
+
+// outboxRow is an event in the order service's outbox, as the relay
+// publishes it.
+type outboxRow struct {
+	ID, Type, Subject, TraceParent string
+	Payload                        []byte
+}
+
+// outboxOf returns the outbox rows of the order, in outbox order.
+func outboxOf(t testing.TB, db *sql.DB, orderID string) []outboxRow {
+	t.Helper()
+	rows, err := db.Query(`SELECT event_id, event_type, subject, payload, traceparent FROM outbox ORDER BY seq`)
+	if err != nil {
+		t.Fatalf("read the order outbox: %v", err)
+	}
+	defer rows.Close()
+	var out []outboxRow
+	for rows.Next() {
+		var r outboxRow
+		if err := rows.Scan(&r.ID, &r.Type, &r.Subject, &r.Payload, &r.TraceParent); err != nil {
+			t.Fatal(err)
+		}
+		e, err := events.Decode(r.Payload)
+		if err != nil {
+			t.Fatalf("outbox row %s: %v", r.ID, err)
+		}
+		if e.Subject == orderID {
+			out = append(out, r)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// publishAside publishes r as the relay would, with the same message id,
+// subject, payload and headers, through a broker of its own on the store
+// under storeDir, which nothing else may be using.
+func publishAside(t testing.TB, storeDir string, r outboxRow) {
+	t.Helper()
+	ctx := context.Background()
+	srv, err := broker.StartServer(broker.ServerConfig{Dir: storeDir}, brokertest.Logger(t))
+	if err != nil {
+		t.Fatalf("start a broker on the system's store: %v", err)
+	}
+	defer srv.Shutdown()
+	conn, err := broker.Connect(ctx, srv.ClientURL(), "overtaker", brokertest.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	header := map[string]string{"Content-Type": "application/cloudevents+json"}
+	if r.TraceParent != "" {
+		header["traceparent"] = r.TraceParent
+	}
+	if err := conn.PublishBatch(ctx, []broker.Message{{ID: r.ID, Subject: r.Subject, Data: r.Payload, Header: header}}); err != nil {
+		t.Fatalf("publish %s %s: %v", r.Type, r.ID, err)
+	}
+}
+
+// streamOrder returns, in stream order, the message ids of the orders
+// stream that are among ids.
+func streamOrder(t testing.TB, url string, ids ...string) []string {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := broker.Connect(ctx, url, "stream-reader", brokertest.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	stream, err := conn.JetStream().Stream(ctx, events.OrdersStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := stream.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
+		m, err := stream.GetMsg(ctx, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			t.Fatalf("stream message %d: %v", seq, err)
+		}
+		id := nats.Header(m.Header).Get(jetstream.MsgIDHeader)
+		if slices.Contains(ids, id) {
+			got = append(got, id)
+		}
+	}
+	return got
+}
+
+// readDB opens the named database of the system in dir for the rest of
+// the test.
+func readDB(t testing.TB, dir, name string) *sql.DB {
+	t.Helper()
+	db, err := store.Open(context.Background(), "sqlite:"+filepath.Join(dir, name+".db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db.Read
+}
+
+func queryInt(t testing.TB, db *sql.DB, q string, args ...any) int {
+	t.Helper()
+	var n int
+	if err := db.QueryRow(q, args...).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+	return n
+}
