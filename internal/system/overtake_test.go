@@ -2,7 +2,6 @@ package system_test
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"net/http"
 	"path/filepath"
@@ -70,7 +69,7 @@ func TestCancelOvertakesCreated(t *testing.T) {
 		t.Fatalf("A-1: got on_hand %d reserved %d available %d, want 10, 0 and 10", s.OnHand, s.Reserved, s.Available)
 	}
 	var status string
-	if err := inv.QueryRow(`SELECT status FROM reservations WHERE order_id = $1`, o.ID).Scan(&status); err != nil || status != "cancelled" {
+	if err := inv.QueryRowContext(context.Background(), `SELECT status FROM reservations WHERE order_id = $1`, o.ID).Scan(&status); err != nil || status != "cancelled" {
 		t.Fatalf("reservation of %s: got %q (%v), want the cancelled marker", o.ID, status, err)
 	}
 	if n := queryInt(t, inv, `SELECT count(*) FROM reservation_items WHERE order_id = $1`, o.ID); n != 0 {
@@ -87,9 +86,9 @@ type outboxRow struct {
 }
 
 // outboxOf returns the outbox rows of the order, in outbox order.
-func outboxOf(t testing.TB, db *sql.DB, orderID string) []outboxRow {
+func outboxOf(t testing.TB, db *store.DB, orderID string) []outboxRow {
 	t.Helper()
-	rows, err := db.Query(`SELECT event_id, event_type, subject, payload, traceparent FROM outbox ORDER BY seq`)
+	rows, err := db.QueryContext(context.Background(), `SELECT event_id, event_type, subject, payload, traceparent FROM outbox ORDER BY seq`)
 	if err != nil {
 		t.Fatalf("read the order outbox: %v", err)
 	}
@@ -176,20 +175,20 @@ func streamOrder(t testing.TB, url string, ids ...string) []string {
 
 // readDB opens the named database of the system in dir for the rest of
 // the test.
-func readDB(t testing.TB, dir, name string) *sql.DB {
+func readDB(t testing.TB, dir, name string) *store.DB {
 	t.Helper()
 	db, err := store.Open(context.Background(), "sqlite:"+filepath.Join(dir, name+".db"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	return db.Read
+	return db
 }
 
-func queryInt(t testing.TB, db *sql.DB, q string, args ...any) int {
+func queryInt(t testing.TB, db *store.DB, q string, args ...any) int {
 	t.Helper()
 	var n int
-	if err := db.QueryRow(q, args...).Scan(&n); err != nil {
+	if err := db.QueryRowContext(context.Background(), q, args...).Scan(&n); err != nil {
 		t.Fatalf("%s: %v", q, err)
 	}
 	return n

@@ -323,8 +323,9 @@ func (s *System) StopBroker() {
 // as a crash would. Fault tests use it.
 func (s *System) KillGateway(i int) error { return s.gateways[i].Kill() }
 
-// HealthyGateways lists the gateways the load balancer has in rotation.
-func (s *System) HealthyGateways() []string { return s.lb.Healthy() }
+// InRotation lists the gateways the load balancer sends requests to now;
+// fault tests use it to see a dead instance leave rotation.
+func (s *System) InRotation() []string { return s.lb.Healthy() }
 
 // OpenDatabases opens the two services' databases, for the checker.
 func (s *System) OpenDatabases(ctx context.Context) (orders, inventory *store.DB, err error) {

@@ -88,7 +88,7 @@ func TestSlowReaderInAnotherProcessDoesNotCacheAStaleRow(t *testing.T) {
 			<-slow.read // A holds the PENDING row
 			ctx := context.Background()
 			if err := procB.Update(ctx, func(tx order.Tx) error {
-				return tx.SetStatus(ctx, o.ID, order.Confirmed, "", time.Now())
+				return tx.SetStatus(ctx, o.ID, order.Pending, order.Confirmed, "", time.Now())
 			}); err != nil {
 				t.Fatal(err)
 			}
