@@ -4,8 +4,14 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"text/tabwriter"
 	"time"
 
+	"github.com/convergehq/converge/internal/cluster"
+	"github.com/convergehq/converge/internal/store"
 	"github.com/convergehq/converge/internal/system"
 )
 
@@ -21,17 +27,34 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	fs.IntVar(&cfg.BrokerPort, "broker-port", cfg.BrokerPort, "embedded NATS port on 127.0.0.1 (0 picks a free one)")
 	fs.BoolVar(&cfg.BrokerSync, "broker-sync", cfg.BrokerSync, "fsync every broker write; false trades durability for speed")
 	fs.DurationVar(&cfg.CacheTTL, "cache-ttl", cfg.CacheTTL, "how long a cached read may live")
+	fs.StringVar(&cfg.OrderDB, "order-db", "", "the order service's database: sqlite:PATH or postgres://... (default: sqlite under --data)")
+	fs.StringVar(&cfg.InventoryDB, "inventory-db", "", "the inventory service's database: sqlite:PATH or postgres://... (default: sqlite under --data)")
+	fs.StringVar(&cfg.Cache, "cache", cfg.Cache, "cache: memory (in-process) or redis://host:6379/N")
+	fs.StringVar(&cfg.CachePrefix, "cache-prefix", cfg.CachePrefix, "prefix of this system's keys in a shared Redis")
+	cfg.NATS.Register(fs)
+	cfg.NATS.URLs = system.Embedded
+	fs.Lookup("nats").DefValue = system.Embedded
+	fs.Lookup("nats").Usage = "broker: embedded, or comma-separated NATS URLs of your own (nats://host:4222,...)"
+	topology := fs.String("topology", "embedded", "embedded (one process) or cluster (a process per instance: 3 brokers, 2 of each service, 2 gateways, the load balancer)")
+	restart := fs.Bool("restart-crashed", false, "cluster: start a process again when it dies unexpectedly")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := parseFlags(fs, args, getenv, stdout); err != nil {
 		return err
 	}
-	// Before anything is created: a bad flag leaves no data directory behind.
-	if err := cfg.Validate(); err != nil {
-		return usageError{"dev: " + err.Error()}
-	}
 	log, err := newLogger(stderr, *logLevel)
 	if err != nil {
 		return err
+	}
+	switch *topology {
+	case "embedded":
+	case "cluster":
+		return runCluster(ctx, cfg, *restart, log, stdout)
+	default:
+		return usageError{fmt.Sprintf("dev: --topology must be embedded or cluster, got %q", *topology)}
+	}
+	// Before anything is created: a bad flag leaves no data directory behind.
+	if err := cfg.Validate(); err != nil {
+		return usageError{"dev: " + err.Error()}
 	}
 
 	sys, err := system.Start(ctx, cfg, log)
@@ -75,4 +98,70 @@ Ctrl-C stops it; a second run resumes where this one stopped.
 	}
 	fmt.Fprintln(stdout, "converge stopped")
 	return nil
+}
+
+// runCluster runs the production topology on this machine, one process
+// per instance, until Ctrl-C.
+func runCluster(ctx context.Context, cfg system.Config, restart bool, log *slog.Logger, stdout io.Writer) error {
+	bin, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("dev: the converge binary: %w", err)
+	}
+	ccfg := cluster.Config{
+		Binary: bin, DataDir: cfg.DataDir, Addr: cfg.Addr, APIKey: cfg.APIKey,
+		OrderDB: cfg.OrderDB, InventoryDB: cfg.InventoryDB, Cache: cfg.Cache, CachePrefix: cfg.CachePrefix,
+		Seed: cfg.Seed, BrokerSync: cfg.BrokerSync, RestartCrashed: restart, Gateways: cfg.Gateways,
+	}
+	if ccfg.APIKey == "" {
+		ccfg.APIKey = "placeholder" // checked below, once the data directory may be written
+	}
+	if err := ccfg.Validate(); err != nil {
+		return usageError{"dev: " + err.Error()}
+	}
+	if cfg.APIKey == "" {
+		if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+			return fmt.Errorf("dev: %w", err)
+		}
+		if ccfg.APIKey, err = system.APIKey(cfg); err != nil {
+			return fmt.Errorf("dev: %w", err)
+		}
+	}
+	c, err := cluster.Start(ctx, ccfg, log)
+	if err != nil {
+		return fmt.Errorf("dev: %w", err)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "converge is running: the cluster topology\n\nROLE\tINSTANCE\tPID\tADDRESS\tLOG")
+	for _, p := range c.Processes() {
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", p.Role, p.Name, p.PID(), p.Addr, p.Log)
+	}
+	tw.Flush()
+	first, _, _ := strings.Cut(c.NATSURL, ",")
+	fmt.Fprintf(stdout, `
+  load balancer   %s
+  API key         %s
+  streams         nats --server %s --user %s --password %s stream ls
+  check           converge check --order-db '%s' --inventory-db '%s'
+
+Ctrl-C stops every process: the load balancer first, the brokers last.
+`, c.LBURL, ccfg.APIKey, first, c.NATSUser, c.NATSPassword, store.Redact(cfg.OrderDB), store.Redact(cfg.InventoryDB))
+	for {
+		select {
+		case <-ctx.Done():
+			log.Info("shutting down the cluster")
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 60*time.Second)
+			defer cancel()
+			if err := c.Shutdown(sctx); err != nil {
+				return fmt.Errorf("dev: shutdown: %w", err)
+			}
+			fmt.Fprintln(stdout, "converge stopped")
+			return nil
+		case err := <-c.Failed():
+			if restart {
+				log.Error("a process died; restarting it", "err", err)
+			} else {
+				log.Error("a process died; the others go on (--restart-crashed starts it again)", "err", err)
+			}
+		}
+	}
 }

@@ -1,8 +1,15 @@
 // Command converge runs the converge system and its tools.
 //
-//	converge dev      run everything in one process (embedded broker, SQLite)
-//	converge check    verify the system's invariants
-//	converge load     place orders and measure acceptance and convergence
+//	converge dev        run everything: in one process (embedded broker,
+//	                    SQLite), or as a cluster of processes
+//	converge order      the order service (one instance)
+//	converge inventory  the inventory service (one instance)
+//	converge gateway    an API gateway
+//	converge lb         the load balancer
+//	converge broker     a NATS JetStream node
+//	converge setup      create the streams and consumers, once
+//	converge check      verify the system's invariants
+//	converge load       place orders and measure acceptance and convergence
 //
 // Every flag also reads from a CONVERGE_* environment variable.
 package main
@@ -72,10 +79,19 @@ func (u usageError) Error() string { return u.msg }
 const usage = `usage: converge <command> [flags]
 
 commands:
-  dev      run the whole system in one process: load balancer, 2 API gateways,
-           order and inventory services (SQLite, in-process caches), embedded NATS JetStream
-  check    verify the invariants over the data directory; exit 1 on any FAIL
-  load     place a bounded number of orders and measure acceptance and convergence
+  dev        run the whole system: in one process (load balancer, 2 API gateways,
+             order and inventory services, SQLite, in-process caches, embedded NATS
+             JetStream), or with --topology cluster as separate processes
+  check      verify the invariants over the databases; exit 1 on any FAIL
+  load       place a bounded number of orders and measure acceptance and convergence
+
+roles (one process each, for the production topology):
+  order      the order service
+  inventory  the inventory service
+  gateway    an API gateway
+  lb         the load balancer
+  broker     a NATS JetStream node, alone or in a cluster
+  setup      create the streams and consumers once, then exit
 
 Run 'converge <command> -h' for the flags of a command.`
 
@@ -93,6 +109,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runCheck(ctx, rest, getenv, stdout, stderr)
 	case "load":
 		return runLoad(ctx, rest, getenv, stdout, stderr)
+	case "setup":
+		return runSetup(ctx, rest, getenv, stdout, stderr)
+	case "order":
+		return runRole(ctx, orderCommand(), rest, getenv, stdout, stderr)
+	case "inventory":
+		return runRole(ctx, inventoryCommand(), rest, getenv, stdout, stderr)
+	case "gateway":
+		return runRole(ctx, gatewayCommand(), rest, getenv, stdout, stderr)
+	case "lb":
+		return runRole(ctx, lbCommand(), rest, getenv, stdout, stderr)
+	case "broker":
+		return runRole(ctx, brokerCommand(), rest, getenv, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprintln(stdout, usage)
 		return nil

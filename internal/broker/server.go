@@ -390,3 +390,10 @@ func (l *serverLogger) Fatalf(format string, v ...any) {
 	default:
 	}
 }
+
+// Validate checks cfg as StartServer would, without starting or writing
+// anything, so a role can refuse a bad configuration up front.
+func (cfg ServerConfig) Validate() error {
+	_, _, err := cfg.withDefaults()
+	return err
+}

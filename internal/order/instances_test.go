@@ -5,6 +5,7 @@ import (
 	"errors"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/convergehq/converge/internal/order"
 	"github.com/convergehq/converge/internal/store"
@@ -115,4 +116,34 @@ func TestInstancesShareIdempotencyKeys(t *testing.T) {
 			t.Fatalf("orders table has %d rows, want 1", n)
 		}
 	})
+}
+
+// A GET ?wait= held on one instance wakes when another instance changes
+// the order: the changer tells the others (OnChange -> Wake; the role
+// carries it over plain NATS), so the wait need not poll.
+func TestWaitWakesAcrossInstances(t *testing.T) {
+	url := storetest.URL(t, store.SQLite, "orders")
+	a, b := newEnvAt(t, url), newEnvAt(t, url)
+	a.svc.OnChange(func(ids []string) { b.svc.Wake(ids...) })
+	o := a.place(t, "c-wake")
+	done := make(chan order.Order, 1)
+	go func() {
+		got, _ := b.svc.Wait(context.Background(), o.ID, 5*time.Second)
+		done <- got
+	}()
+	time.Sleep(300 * time.Millisecond) // past b's first read, between its polls
+	moved := time.Now()
+	a.apply(t, reserved(t, o.ID))
+	select {
+	case got := <-done:
+		lag := time.Since(moved)
+		if got.Status != order.Confirmed {
+			t.Errorf("Wait on the other instance: got %s, want CONFIRMED", got.Status)
+		}
+		if lag > 120*time.Millisecond {
+			t.Errorf("Wait on the other instance returned %s after the change, want well under its ~200ms to the next poll", lag)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Wait on the other instance did not return")
+	}
 }

@@ -34,6 +34,24 @@ type Service struct {
 
 	drainOnce sync.Once
 	draining  chan struct{} // closed by Drain
+
+	// changed, if set, tells the other instances which orders this one
+	// changed, so that their Waits wake too (see OnChange).
+	changed func(ids []string)
+}
+
+// OnChange makes the service call f with the ids of the orders each commit
+// changed, after the commit. Other instances of the service pass them to
+// Wake, so that a GET ?wait= held on any instance answers at once; without
+// it, Wait notices another instance's change by polling.
+func (s *Service) OnChange(f func(ids []string)) { s.changed = f }
+
+// Wake wakes the Waits held on this instance for ids: another instance
+// changed those orders.
+func (s *Service) Wake(ids ...string) {
+	for _, id := range ids {
+		s.waiters.wake(id)
+	}
 }
 
 // NewService returns a service over store; notify is called after every
@@ -270,6 +288,9 @@ func (s *Service) Cancel(ctx context.Context, id, traceparent string) (o Order, 
 	if changed {
 		s.notify()
 		s.waiters.wake(id)
+		if s.changed != nil {
+			s.changed([]string{id})
+		}
 	}
 	return o, changed, nil
 }
@@ -293,8 +314,9 @@ func (s *Service) ApplyBatch(ctx context.Context, es []events.Envelope) []error 
 	})
 	// Waking a waiter whose order did not move (its transaction rolled
 	// back) is harmless: Wait reads the order again.
-	for _, id := range touched {
-		s.waiters.wake(id)
+	s.Wake(touched...)
+	if s.changed != nil && len(touched) > 0 {
+		s.changed(touched)
 	}
 	return errs
 }

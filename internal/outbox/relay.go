@@ -52,6 +52,7 @@ type Relay struct {
 
 	heldUntil time.Time // by our clock: we may publish until then
 	renewed   time.Time // when we last renewed the lease
+	nextTry   time.Time // standing by: when to ask for the lease again
 
 	// beforePublish, when set (by tests), runs between reading a batch of n
 	// rows and publishing it, to count batches or stall a relay mid-batch.
@@ -167,6 +168,9 @@ func (r *Relay) hold(ctx context.Context) (bool, error) {
 	if now.Before(r.heldUntil) && now.Sub(r.renewed) < r.cfg.Lease/3 {
 		return true, nil
 	}
+	if r.heldUntil.IsZero() && now.Before(r.nextTry) {
+		return false, nil // standing by; wake-ups must not each cost a write
+	}
 	until := now.Add(r.cfg.Lease)
 	var took bool
 	err := r.db.InTx(ctx, func(tx *store.Tx) error {
@@ -190,6 +194,7 @@ func (r *Relay) hold(ctx context.Context) (bool, error) {
 			r.log.Info("outbox relay: another relay holds the lease; standing by")
 		}
 		r.heldUntil = time.Time{}
+		r.nextTry = now.Add(min(r.cfg.Poll, r.cfg.Lease/4))
 		return false, nil
 	}
 	if r.heldUntil.IsZero() {

@@ -40,13 +40,13 @@ func StartInventory(ctx context.Context, cfg InventoryConfig, log *slog.Logger) 
 	if err != nil {
 		return nil, failStart(ctx, s, err)
 	}
-	svc := inventory.NewService(inventorycache.New(st, s.cache, cfg.CacheTTL, log), s.relay.Notify, log)
+	svc := inventory.NewService(inventorycache.New(st, s.cache, cfg.CacheTTL, log), s.notify, log)
 	if cfg.Seed {
 		if err := seed(ctx, svc); err != nil {
 			return nil, failStart(ctx, s, err)
 		}
 	}
-	s.run(inventoryevents.Consumer(), inventoryevents.Handler(svc, log), inventoryhttp.Routes(svc, health.Check(s.ready), log))
+	s.run(bindOnly(inventoryevents.Consumer()), inventoryevents.Handler(svc, log), inventoryhttp.Routes(svc, health.Check(s.ready), log))
 	return s, nil
 }
 

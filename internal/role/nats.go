@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"strings"
 
 	"github.com/convergehq/converge/internal/broker"
 )
@@ -23,7 +22,9 @@ type NATS struct {
 	Key      string
 }
 
-// register adds the --nats* flags to fs.
+// Register adds the --nats* flags to fs, for a broker on this machine.
+func (n *NATS) Register(fs *flag.FlagSet) { n.register(fs, "nats://127.0.0.1:4222") }
+
 func (n *NATS) register(fs *flag.FlagSet, def string) {
 	n.URLs = def
 	fs.StringVar(&n.URLs, "nats", def, "comma-separated NATS URLs of the broker (nats://host:4222,...)")
@@ -38,8 +39,8 @@ func (n *NATS) register(fs *flag.FlagSet, def string) {
 
 // Validate checks the URLs and that the TLS files come in a usable set.
 func (n NATS) Validate() error {
-	if _, err := n.urls(); err != nil {
-		return err
+	if _, err := broker.ParseURLs(n.URLs); err != nil {
+		return fmt.Errorf("nats: %w", err)
 	}
 	if (n.Cert == "") != (n.Key == "") {
 		return errors.New("nats: --nats-cert and --nats-key go together")
@@ -50,40 +51,15 @@ func (n NATS) Validate() error {
 	return nil
 }
 
-func (n NATS) urls() ([]string, error) {
-	var out []string
-	for _, u := range strings.Split(n.URLs, ",") {
-		u = strings.TrimSpace(u)
-		if u == "" {
-			continue
-		}
-		if !strings.HasPrefix(u, "nats://") && !strings.HasPrefix(u, "tls://") {
-			return nil, fmt.Errorf("nats: %q is not a nats:// or tls:// URL", redactURL(u))
-		}
-		out = append(out, u)
-	}
-	if len(out) == 0 {
-		return nil, errors.New("nats: no broker URL given (--nats)")
-	}
-	return out, nil
-}
-
 // connect dials the broker as client name.
 func (n NATS) connect(ctx context.Context, name string, log *slog.Logger) (*broker.Conn, error) {
-	urls, err := n.urls()
+	urls, err := broker.ParseURLs(n.URLs)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("nats: %w", err)
 	}
-	return broker.Connect(ctx, strings.Join(urls, ","), name, log)
-}
-
-// redactURL hides a password in a URL such as nats://user:pass@host.
-func redactURL(u string) string {
-	at := strings.LastIndex(u, "@")
-	scheme := strings.Index(u, "://")
-	if at < 0 || scheme < 0 || scheme > at {
-		return u
-	}
-	user, _, _ := strings.Cut(u[scheme+3:at], ":")
-	return u[:scheme+3] + user + ":…" + u[at:]
+	return broker.Dial(ctx, broker.ClientConfig{
+		URLs: urls, Name: name,
+		User: n.User, Password: n.Password, Token: n.Token, CredsFile: n.Creds,
+		TLSCA: n.CA, TLSCert: n.Cert, TLSKey: n.Key,
+	}, log)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"log/slog"
+	"strings"
 
 	"github.com/convergehq/converge/internal/health"
 	"github.com/convergehq/converge/internal/order"
@@ -23,6 +24,10 @@ func (c *OrderConfig) Register(fs *flag.FlagSet) {
 	c.register(fs, "order", "127.0.0.1:8081", "order-db", "sqlite:./converge-data/order.db")
 }
 
+// orderChanged is the plain NATS subject on which order instances tell each
+// other which orders they changed.
+const orderChanged = "converge.signal.order.changed"
+
 // StartOrder starts an instance of the order service: DB A (migrated),
 // cache A, the outbox relay, the consumer of inventory's replies, and the
 // HTTP API.
@@ -36,8 +41,19 @@ func StartOrder(ctx context.Context, cfg OrderConfig, log *slog.Logger) (*Servic
 	if err != nil {
 		return nil, failStart(ctx, s, err)
 	}
-	svc := order.NewService(ordercache.New(st, s.cache, cfg.CacheTTL, log), s.relay.Notify, log)
+	svc := order.NewService(ordercache.New(st, s.cache, cfg.CacheTTL, log), s.notify, log)
 	s.drain = svc.Drain
-	s.run(orderevents.Consumer(), orderevents.Handler(svc, log), orderhttp.Routes(svc, health.Check(s.ready), log))
+	// A GET ?wait= held here wakes when any instance changes its order.
+	svc.OnChange(func(ids []string) {
+		if err := s.conn.Signal(orderChanged, []byte(strings.Join(ids, " "))); err != nil {
+			log.Debug("order change not signalled; waits poll instead", "err", err)
+		}
+	})
+	unsubscribe, err := s.conn.OnSignal(orderChanged, func(data []byte) { svc.Wake(strings.Fields(string(data))...) })
+	if err != nil {
+		return nil, failStart(ctx, s, err)
+	}
+	s.onShutdown = func() { _ = unsubscribe() } // the connection's drain ends it anyway
+	s.run(bindOnly(orderevents.Consumer()), orderevents.Handler(svc, log), orderhttp.Routes(svc, health.Check(s.ready), log))
 	return s, nil
 }

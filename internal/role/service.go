@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -19,13 +20,14 @@ import (
 
 // ServiceConfig is what the order and the inventory service are both told.
 type ServiceConfig struct {
-	Addr       string        // HTTP listen address
-	DB         string        // sqlite:PATH or postgres://...
-	Cache      string        // memory or redis://host:port/N
-	CacheTTL   time.Duration // the longest a cached read may live
-	NATS       NATS
-	Instance   string        // this process's name: logs, the outbox lease, the broker's client list
-	RelayLease time.Duration // how long the outbox relay may publish after renewing its lease
+	Addr        string        // HTTP listen address
+	DB          string        // sqlite:PATH or postgres://...
+	Cache       string        // memory or redis://host:port/N
+	CachePrefix string        // prefix of this deployment's keys in a shared Redis
+	CacheTTL    time.Duration // the longest a cached read may live
+	NATS        NATS
+	Instance    string        // this process's name: logs, the outbox lease, the broker's client list
+	RelayLease  time.Duration // how long the outbox relay may publish after renewing its lease
 }
 
 // cacheEntries bounds an in-process cache.
@@ -35,6 +37,7 @@ func (c *ServiceConfig) register(fs *flag.FlagSet, name, addr, dbFlag, db string
 	fs.StringVar(&c.Addr, "addr", addr, "HTTP listen address of the "+name+" service")
 	fs.StringVar(&c.DB, dbFlag, db, "database of the "+name+" service: sqlite:PATH or postgres://user:pass@host:5432/db")
 	fs.StringVar(&c.Cache, "cache", "memory", "cache: memory (in-process) or redis://host:6379/N")
+	fs.StringVar(&c.CachePrefix, "cache-prefix", "converge:", "prefix of this deployment's keys in a shared Redis")
 	fs.DurationVar(&c.CacheTTL, "cache-ttl", 5*time.Second, "the longest a cached read may live")
 	c.NATS.register(fs, "nats://127.0.0.1:4222")
 	fs.StringVar(&c.Instance, "instance", "", "name of this instance (default: "+name+"-HOST-PID)")
@@ -50,7 +53,7 @@ func (c ServiceConfig) Validate() error {
 		return err
 	}
 	if c.Cache != "memory" && !strings.HasPrefix(c.Cache, "redis://") && !strings.HasPrefix(c.Cache, "rediss://") {
-		return fmt.Errorf("cache %q: want memory or redis://host:port/N", redactURL(c.Cache))
+		return fmt.Errorf("cache %q: want memory or redis://host:port/N", store.Redact(c.Cache))
 	}
 	if c.CacheTTL <= 0 {
 		return fmt.Errorf("cache TTL must be positive, got %s", c.CacheTTL)
@@ -64,15 +67,20 @@ func (c ServiceConfig) Validate() error {
 // Service is a running order or inventory service: its database, cache,
 // broker connection, outbox relay, event consumer and HTTP server.
 type Service struct {
-	name   string
-	log    *slog.Logger
-	http   *server
-	db     *store.DB
-	cache  cache.Cache
-	conn   *broker.Conn
-	relay  *outbox.Relay
-	drain  func() // releases requests held open (GET ?wait=), if the service has any
-	failed chan error
+	name        string
+	log         *slog.Logger
+	http        *server
+	db          *store.DB
+	cache       cache.Cache
+	closeCache  io.Closer
+	conn        *broker.Conn
+	relay       *outbox.Relay
+	drain       func()       // releases requests held open (GET ?wait=), if the service has any
+	notify      func()       // wakes the relay that holds the lease, wherever it runs
+	stopSignals func() error // ends the subscription to outbox signals
+	// onShutdown, if set, runs once the service takes no more requests.
+	onShutdown func()
+	failed     chan error
 
 	stopConsumer context.CancelFunc
 	consumer     sync.WaitGroup
@@ -101,21 +109,26 @@ func openService(ctx context.Context, name string, cfg ServiceConfig, log *slog.
 	if s.db, err = store.Open(ctx, cfg.DB); err != nil {
 		return nil, err
 	}
-	if s.cache, err = openCache(cfg.Cache); err != nil {
+	if s.cache, s.closeCache, err = cache.Open(ctx, cfg.Cache, cfg.CachePrefix+name+":", cacheEntries); err != nil {
 		return nil, err
 	}
 	if s.conn, err = cfg.NATS.connect(ctx, "converge-"+cfg.Instance, log); err != nil {
 		return nil, err
 	}
 	s.relay = outbox.NewRelay(s.db, s.conn, log, outbox.RelayConfig{Lease: cfg.RelayLease, Holder: cfg.Instance})
-	return s, nil
-}
-
-func openCache(url string) (cache.Cache, error) {
-	if url == "memory" {
-		return cache.NewMemory(cacheEntries), nil
+	// The relay that holds the lease may run in another instance: tell
+	// them all that the outbox has rows. A lost signal costs one poll.
+	subject := "converge.signal.outbox." + name
+	if s.stopSignals, err = s.conn.OnSignal(subject, func([]byte) { s.relay.Notify() }); err != nil {
+		return nil, err
 	}
-	return nil, fmt.Errorf("cache %s: Redis is not wired in yet", redactURL(url))
+	s.notify = func() {
+		s.relay.Notify()
+		if err := s.conn.Signal(subject, nil); err != nil {
+			log.Debug("outbox signal not sent; the lease holder polls", "err", err)
+		}
+	}
+	return s, nil
 }
 
 // run starts the relay, the consumer and the HTTP server.
@@ -171,6 +184,12 @@ func (s *Service) Shutdown(ctx context.Context) error {
 	s.Drain()
 	var errs []error
 	errs = append(errs, s.http.shutdown(ctx))
+	if s.onShutdown != nil {
+		s.onShutdown()
+	}
+	if s.stopSignals != nil {
+		_ = s.stopSignals() // the connection's drain below ends it anyway
+	}
 	if s.stopConsumer != nil {
 		s.stopConsumer()
 	}
@@ -182,8 +201,8 @@ func (s *Service) Shutdown(ctx context.Context) error {
 	if s.conn != nil {
 		s.conn.Close()
 	}
-	if c, ok := s.cache.(interface{ Close() error }); ok {
-		errs = append(errs, c.Close())
+	if s.closeCache != nil {
+		errs = append(errs, s.closeCache.Close())
 	}
 	if s.db != nil {
 		errs = append(errs, s.db.Close())
@@ -192,4 +211,11 @@ func (s *Service) Shutdown(ctx context.Context) error {
 		return fmt.Errorf("%s: %w", s.name, err)
 	}
 	return nil
+}
+
+// bindOnly makes a service bind to its durable consumer, which Setup
+// created, instead of creating it as a side effect of starting.
+func bindOnly(cc broker.ConsumerConfig) broker.ConsumerConfig {
+	cc.BindOnly = true
+	return cc
 }

@@ -7,6 +7,8 @@ import (
 
 	"github.com/convergehq/converge/internal/broker"
 	"github.com/convergehq/converge/internal/events"
+	"github.com/convergehq/converge/internal/inventory/inventoryevents"
+	"github.com/convergehq/converge/internal/order/orderevents"
 )
 
 // Streams is the broker topology converge needs, with replicas copies of
@@ -19,9 +21,10 @@ func Streams(replicas int) []broker.StreamConfig {
 	}
 }
 
-// Setup creates or updates the streams, once, before the services start
-// (`converge setup`, or dev). Creating a stream that exists with the same
-// configuration changes nothing, so running it again is harmless.
+// Setup creates or updates the streams and the services' durable
+// consumers, once, before the services start (`converge setup`, or dev). A
+// stream or consumer that exists as wanted is left alone, so running it
+// again changes nothing.
 func Setup(ctx context.Context, n NATS, replicas int, log *slog.Logger) error {
 	conn, err := n.connect(ctx, "converge-setup", log)
 	if err != nil {
@@ -30,6 +33,13 @@ func Setup(ctx context.Context, n NATS, replicas int, log *slog.Logger) error {
 	defer conn.Close()
 	for _, sc := range Streams(replicas) {
 		if err := conn.EnsureStream(ctx, sc); err != nil {
+			return fmt.Errorf("setup: %w", err)
+		}
+	}
+	// The durable consumers too: every instance of a service binds to its
+	// service's consumer and never creates it.
+	for _, cc := range []broker.ConsumerConfig{orderevents.Consumer(), inventoryevents.Consumer()} {
+		if err := conn.EnsureConsumer(ctx, cc); err != nil {
 			return fmt.Errorf("setup: %w", err)
 		}
 	}

@@ -41,22 +41,24 @@ type Config struct {
 	OrderDB     string        // empty: sqlite under DataDir
 	InventoryDB string        // empty: sqlite under DataDir
 	Cache       string        // memory or redis://
+	CachePrefix string        // prefix of this system's keys in a shared Redis
 	NATS        role.NATS     // URLs "embedded": the embedded broker
 }
 
 // DefaultConfig is what `converge dev` runs with when given no flags.
 func DefaultConfig() Config {
 	return Config{
-		Addr:       "127.0.0.1:8080",
-		DataDir:    "./converge-data",
-		Seed:       true,
-		Gateways:   2,
-		LBPolicy:   "least-loaded",
-		BrokerPort: 4223,
-		BrokerSync: true,
-		CacheTTL:   5 * time.Second,
-		Cache:      "memory",
-		NATS:       role.NATS{URLs: Embedded},
+		Addr:        "127.0.0.1:8080",
+		DataDir:     "./converge-data",
+		Seed:        true,
+		Gateways:    2,
+		LBPolicy:    "least-loaded",
+		BrokerPort:  4223,
+		BrokerSync:  true,
+		CacheTTL:    5 * time.Second,
+		Cache:       "memory",
+		CachePrefix: "converge:",
+		NATS:        role.NATS{URLs: Embedded},
 	}
 }
 
@@ -98,13 +100,14 @@ func (cfg Config) dbURL(given, name string) string {
 
 func (cfg Config) service(db, name string) role.ServiceConfig {
 	return role.ServiceConfig{
-		Addr:       "127.0.0.1:0",
-		DB:         cfg.dbURL(db, name),
-		Cache:      cfg.Cache,
-		CacheTTL:   cfg.CacheTTL,
-		NATS:       cfg.NATS,
-		Instance:   name + "-1",
-		RelayLease: 5 * time.Second,
+		Addr:        "127.0.0.1:0",
+		DB:          cfg.dbURL(db, name),
+		Cache:       cfg.Cache,
+		CachePrefix: cfg.CachePrefix,
+		CacheTTL:    cfg.CacheTTL,
+		NATS:        cfg.NATS,
+		Instance:    name + "-1",
+		RelayLease:  5 * time.Second,
 	}
 }
 
@@ -122,7 +125,7 @@ type System struct {
 	// OrderDB and InventoryDB are the databases' URLs, for the checker.
 	OrderDB, InventoryDB string
 
-	lock *DataLock
+	lock *role.DataLock
 
 	brokerMu   sync.Mutex
 	brokerSrv  *broker.Server
@@ -165,10 +168,10 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *System, err er
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
-	if s.lock, err = LockDataDir(cfg.DataDir); err != nil {
+	if s.lock, err = role.LockDataDir(cfg.DataDir); err != nil {
 		return nil, err
 	}
-	if s.APIKey, err = apiKey(cfg); err != nil {
+	if s.APIKey, err = APIKey(cfg); err != nil {
 		return nil, err
 	}
 
@@ -339,9 +342,9 @@ func (s *System) OpenDatabases(ctx context.Context) (orders, inventory *store.DB
 	return orders, inventory, nil
 }
 
-// apiKey returns the configured key, or the one kept in the data directory,
+// APIKey returns the configured key, or the one kept in the data directory,
 // or a new one that is then kept there, so a restart keeps the same key.
-func apiKey(cfg Config) (string, error) {
+func APIKey(cfg Config) (string, error) {
 	if cfg.APIKey != "" {
 		return cfg.APIKey, nil
 	}

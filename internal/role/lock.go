@@ -1,4 +1,4 @@
-package system
+package role
 
 import (
 	"errors"
@@ -20,6 +20,9 @@ type DataLock struct {
 
 // LockDataDir takes the lock of dir, or says which process holds it.
 func LockDataDir(dir string) (*DataLock, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("lock data directory: %w", err)
+	}
 	path := filepath.Join(dir, "converge.lock")
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {

@@ -1,0 +1,540 @@
+// Package cluster runs converge's production topology on one machine, as
+// separate processes of the same binary: 3 broker nodes forming a
+// JetStream cluster (R3 streams), 2 order and 2 inventory instances on
+// PostgreSQL, sharing a Redis cache, 2 gateways and the load balancer.
+// `converge dev --topology cluster` is a thin command over it, and it is
+// the harness the fault suite uses: every process has a name and can be
+// stopped, killed, paused and started again by it.
+package cluster
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/convergehq/converge/internal/role"
+	"github.com/convergehq/converge/internal/store"
+)
+
+// Config is what the cluster is told.
+type Config struct {
+	Binary         string // the converge executable to start once per process
+	DataDir        string // broker stores, logs, credentials
+	Addr           string // the load balancer's address
+	APIKey         string
+	OrderDB        string // postgres://...
+	InventoryDB    string // postgres://...
+	Cache          string // redis://...
+	CachePrefix    string
+	Seed           bool
+	BrokerSync     bool
+	RestartCrashed bool // start a process again when it dies unexpectedly
+	// Instances of each role; zero takes the defaults (3 brokers, 2 of
+	// every service, 2 gateways).
+	Brokers, Orders, Inventories, Gateways int
+}
+
+// Validate checks cfg before anything starts, naming the flag that is
+// missing or wrong.
+func (cfg Config) Validate() error {
+	for _, f := range []struct{ flag, url string }{{"--order-db", cfg.OrderDB}, {"--inventory-db", cfg.InventoryDB}} {
+		if f.url == "" {
+			return fmt.Errorf("the cluster topology needs PostgreSQL: %s postgres://... is missing", f.flag)
+		}
+		if e, err := store.ParseURL(f.url); err != nil || e != store.Postgres {
+			return fmt.Errorf("the cluster topology needs PostgreSQL: %s must be a postgres:// URL", f.flag)
+		}
+	}
+	if !strings.HasPrefix(cfg.Cache, "redis://") && !strings.HasPrefix(cfg.Cache, "rediss://") {
+		return errors.New("the cluster topology needs a shared cache: --cache redis://host:6379/N is missing")
+	}
+	if cfg.Binary == "" || cfg.DataDir == "" || cfg.Addr == "" || cfg.APIKey == "" {
+		return errors.New("cluster: binary, data directory, address and API key are required")
+	}
+	return nil
+}
+
+// Process is one process of the cluster.
+type Process struct {
+	Role string // broker, order, inventory, gateway, lb
+	Name string // unique: broker-1, order-2, ...
+	Addr string // host:port it serves on (clients for a broker)
+	Log  string // file its output goes to
+
+	args []string
+	env  []string
+
+	mu       sync.Mutex
+	cmd      *exec.Cmd
+	exited   chan struct{} // closed when the current cmd has been waited for
+	stopping bool          // an exit now is asked for, not a crash
+}
+
+// PID is the process's current PID, 0 when it is not running.
+func (p *Process) PID() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil || p.cmd.Process == nil {
+		return 0
+	}
+	return p.cmd.Process.Pid
+}
+
+// Running reports whether the process is running now.
+func (p *Process) Running() bool {
+	select {
+	case <-p.exitedChan():
+		return false
+	default:
+		return p.exitedChan() != nil
+	}
+}
+
+// Cluster is a running cluster.
+type Cluster struct {
+	cfg  Config
+	log  *slog.Logger
+	lock *role.DataLock
+
+	// NATSURL lists the brokers' client URLs; NATSUser and NATSPassword
+	// are the services' credentials.
+	NATSURL, NATSUser, NATSPassword string
+	LBURL                           string
+
+	procs  []*Process // in start order
+	failed chan error
+	wg     sync.WaitGroup
+	done   chan struct{}
+}
+
+// Start starts the processes tier by tier, each tier once the one before
+// answers: brokers, setup (streams and consumers, once), inventory, order,
+// gateways, load balancer. On error it stops what it started.
+func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Cluster, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = withDefaults(cfg)
+	c := &Cluster{cfg: cfg, log: log, failed: make(chan error, 16), done: make(chan struct{})}
+	defer func() {
+		if err != nil {
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+			defer cancel()
+			_ = c.Shutdown(sctx) // the start error is the one to report
+		}
+	}()
+	// Every address is chosen before anything is written; the load
+	// balancer's, the one a user gives, is checked first.
+	if err := checkFree(cfg.Addr); err != nil {
+		return nil, err
+	}
+	if c.lock, err = role.LockDataDir(cfg.DataDir); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Join(cfg.DataDir, "logs"), 0o755); err != nil {
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
+	c.NATSUser = "converge"
+	if c.NATSPassword, err = secret(filepath.Join(cfg.DataDir, "nats-password")); err != nil {
+		return nil, err
+	}
+	routePassword, err := secret(filepath.Join(cfg.DataDir, "route-password"))
+	if err != nil {
+		return nil, err
+	}
+
+	clientPorts, err := freePorts(cfg.Brokers)
+	if err != nil {
+		return nil, err
+	}
+	clusterPorts, err := freePorts(cfg.Brokers)
+	if err != nil {
+		return nil, err
+	}
+	var clientURLs []string
+	for i := range cfg.Brokers {
+		clientURLs = append(clientURLs, "nats://127.0.0.1:"+strconv.Itoa(clientPorts[i]))
+	}
+	c.NATSURL = strings.Join(clientURLs, ",")
+	for i := range cfg.Brokers {
+		var routes []string
+		for j := range cfg.Brokers {
+			if j != i {
+				routes = append(routes, "nats-route://127.0.0.1:"+strconv.Itoa(clusterPorts[j]))
+			}
+		}
+		name := fmt.Sprintf("broker-%d", i+1)
+		c.add("broker", name, "127.0.0.1:"+strconv.Itoa(clientPorts[i]),
+			[]string{"broker", "--data", filepath.Join(cfg.DataDir, name), "--port", strconv.Itoa(clientPorts[i]),
+				"--name", name, "--cluster-name", "converge", "--cluster-port", strconv.Itoa(clusterPorts[i]),
+				"--routes", strings.Join(routes, ","), "--sync=" + strconv.FormatBool(cfg.BrokerSync)},
+			"CONVERGE_USER="+c.NATSUser, "CONVERGE_PASSWORD="+c.NATSPassword,
+			"CONVERGE_ROUTE_USER=route", "CONVERGE_ROUTE_PASSWORD="+routePassword)
+	}
+	if err := c.startTier(ctx, "broker", tcpUp); err != nil {
+		return nil, err
+	}
+	if err := c.setup(ctx); err != nil {
+		return nil, err
+	}
+
+	natsEnv := []string{"CONVERGE_NATS=" + c.NATSURL, "CONVERGE_NATS_USER=" + c.NATSUser, "CONVERGE_NATS_PASSWORD=" + c.NATSPassword,
+		"CONVERGE_CACHE=" + cfg.Cache, "CONVERGE_CACHE_PREFIX=" + cfg.CachePrefix}
+	services := []struct {
+		role, dbFlag, db string
+		n                int
+	}{{"inventory", "CONVERGE_INVENTORY_DB", cfg.InventoryDB, cfg.Inventories}, {"order", "CONVERGE_ORDER_DB", cfg.OrderDB, cfg.Orders}}
+	urls := map[string][]string{}
+	for _, s := range services {
+		ports, err := freePorts(s.n)
+		if err != nil {
+			return nil, err
+		}
+		for i := range s.n {
+			name := fmt.Sprintf("%s-%d", s.role, i+1)
+			addr := "127.0.0.1:" + strconv.Itoa(ports[i])
+			args := []string{s.role, "--addr", addr, "--instance", name}
+			if s.role == "inventory" && cfg.Seed {
+				args = append(args, "--seed")
+			}
+			c.add(s.role, name, addr, args, append([]string{s.dbFlag + "=" + s.db}, natsEnv...)...)
+			urls[s.role] = append(urls[s.role], "http://"+addr)
+		}
+		if err := c.startTier(ctx, s.role, httpReady); err != nil {
+			return nil, err
+		}
+	}
+
+	ports, err := freePorts(cfg.Gateways)
+	if err != nil {
+		return nil, err
+	}
+	var gateways []string
+	for i := range cfg.Gateways {
+		addr := "127.0.0.1:" + strconv.Itoa(ports[i])
+		c.add("gateway", fmt.Sprintf("gateway-%d", i+1), addr,
+			[]string{"gateway", "--addr", addr, "--order-url", strings.Join(urls["order"], ","), "--inventory-url", strings.Join(urls["inventory"], ",")},
+			"CONVERGE_API_KEY="+cfg.APIKey)
+		gateways = append(gateways, "http://"+addr)
+	}
+	if err := c.startTier(ctx, "gateway", httpReady); err != nil {
+		return nil, err
+	}
+	c.add("lb", "lb", cfg.Addr, []string{"lb", "--addr", cfg.Addr, "--gateway-url", strings.Join(gateways, ",")})
+	if err := c.startTier(ctx, "lb", httpReady); err != nil {
+		return nil, err
+	}
+	c.LBURL = "http://" + cfg.Addr
+	return c, nil
+}
+
+func withDefaults(cfg Config) Config {
+	for _, f := range []*int{&cfg.Brokers, &cfg.Orders, &cfg.Inventories, &cfg.Gateways} {
+		if *f == 0 {
+			*f = 2
+		}
+	}
+	if cfg.Brokers == 2 {
+		cfg.Brokers = 3 // R3 needs three nodes
+	}
+	if cfg.CachePrefix == "" {
+		cfg.CachePrefix = "converge:"
+	}
+	return cfg
+}
+
+// setup runs `converge setup` once and waits for it.
+func (c *Cluster) setup(ctx context.Context) error {
+	logPath := filepath.Join(c.cfg.DataDir, "logs", "setup.log")
+	out, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("setup: %w", err)
+	}
+	defer out.Close()
+	cmd := exec.CommandContext(ctx, c.cfg.Binary, "setup", "--replicas", strconv.Itoa(min(c.cfg.Brokers, 3)))
+	cmd.Env = append(os.Environ(), "CONVERGE_NATS="+c.NATSURL, "CONVERGE_NATS_USER="+c.NATSUser, "CONVERGE_NATS_PASSWORD="+c.NATSPassword)
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("setup of streams and consumers failed (%w); see %s", err, logPath)
+	}
+	return nil
+}
+
+func (c *Cluster) add(roleName, name, addr string, args []string, env ...string) {
+	c.procs = append(c.procs, &Process{
+		Role: roleName, Name: name, Addr: addr,
+		Log:  filepath.Join(c.cfg.DataDir, "logs", name+".log"),
+		args: args, env: env,
+	})
+}
+
+// startTier starts every process of a role and waits until each is up.
+func (c *Cluster) startTier(ctx context.Context, roleName string, up func(ctx context.Context, addr string) error) error {
+	var tier []*Process
+	for _, p := range c.procs {
+		if p.Role == roleName {
+			if err := c.spawn(p); err != nil {
+				return err
+			}
+			tier = append(tier, p)
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	for _, p := range tier {
+		for {
+			err := up(ctx, p.Addr)
+			if err == nil {
+				break
+			}
+			select {
+			case <-p.exitedChan():
+				return fmt.Errorf("%s exited while starting; see %s", p.Name, p.Log)
+			case <-ctx.Done():
+				return fmt.Errorf("%s did not come up on %s (%v); see %s", p.Name, p.Addr, err, p.Log)
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}
+	return nil
+}
+
+func (p *Process) exitedChan() <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.exited
+}
+
+// spawn starts p and watches it: an exit nobody asked for is reported on
+// Failed, and with RestartCrashed the process is started again.
+func (c *Cluster) spawn(p *Process) error {
+	out, err := os.OpenFile(p.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("%s: %w", p.Name, err)
+	}
+	cmd := exec.Command(c.cfg.Binary, p.args...)
+	cmd.Env = append(os.Environ(), p.env...)
+	cmd.Stdout, cmd.Stderr = out, out
+	// A process group of its own: Ctrl-C in the terminal reaches dev only,
+	// which then stops the processes in order.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		out.Close()
+		return fmt.Errorf("start %s: %w", p.Name, err)
+	}
+	exited := make(chan struct{})
+	p.mu.Lock()
+	p.cmd, p.exited, p.stopping = cmd, exited, false
+	p.mu.Unlock()
+	c.wg.Go(func() {
+		err := cmd.Wait()
+		out.Close()
+		p.mu.Lock()
+		asked := p.stopping
+		p.mu.Unlock()
+		close(exited)
+		if asked {
+			return
+		}
+		select {
+		case <-c.done:
+			return
+		default:
+		}
+		crash := fmt.Errorf("%s (pid %d) exited unexpectedly: %v; see %s", p.Name, cmd.Process.Pid, err, p.Log)
+		select {
+		case c.failed <- crash:
+		default:
+		}
+		if c.cfg.RestartCrashed {
+			c.log.Warn("restarting", "process", p.Name)
+			time.Sleep(500 * time.Millisecond) // a crash loop must not spin
+			if err := c.spawn(p); err != nil {
+				c.log.Error("restart failed", "process", p.Name, "err", err)
+			}
+		}
+	})
+	return nil
+}
+
+// Processes lists the cluster's processes in start order.
+func (c *Cluster) Processes() []*Process { return c.procs }
+
+// Process returns the process called name, or nil.
+func (c *Cluster) Process(name string) *Process {
+	for _, p := range c.procs {
+		if p.Name == name {
+			return p
+		}
+	}
+	return nil
+}
+
+// Failed reports processes that died unexpectedly.
+func (c *Cluster) Failed() <-chan error { return c.failed }
+
+// Signal sends sig to process name: SIGKILL to crash it, SIGSTOP and
+// SIGCONT to pause and resume it. A process killed this way counts as
+// crashed (it is restarted with RestartCrashed).
+func (c *Cluster) Signal(name string, sig syscall.Signal) error {
+	p := c.Process(name)
+	if p == nil {
+		return fmt.Errorf("no process %q", name)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil || p.cmd.Process == nil {
+		return fmt.Errorf("%s is not running", name)
+	}
+	return p.cmd.Process.Signal(sig)
+}
+
+// Stop stops process name gracefully and waits for it.
+func (c *Cluster) Stop(ctx context.Context, name string) error {
+	p := c.Process(name)
+	if p == nil {
+		return fmt.Errorf("no process %q", name)
+	}
+	return stop(ctx, p)
+}
+
+// Restart starts process name again after Stop or a crash.
+func (c *Cluster) Restart(name string) error {
+	p := c.Process(name)
+	if p == nil {
+		return fmt.Errorf("no process %q", name)
+	}
+	select {
+	case <-p.exitedChan():
+	default:
+		return fmt.Errorf("%s is still running", name)
+	}
+	return c.spawn(p)
+}
+
+func stop(ctx context.Context, p *Process) error {
+	p.mu.Lock()
+	cmd, exited := p.cmd, p.exited
+	p.stopping = true
+	p.mu.Unlock()
+	if cmd == nil {
+		return nil
+	}
+	select {
+	case <-exited:
+		return nil
+	default:
+	}
+	_ = cmd.Process.Signal(syscall.SIGCONT) // a paused process cannot stop
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("stop %s: %w", p.Name, err)
+	}
+	select {
+	case <-exited:
+		return nil
+	case <-ctx.Done():
+		_ = cmd.Process.Kill()
+		<-exited
+		return fmt.Errorf("%s did not stop in time and was killed", p.Name)
+	}
+}
+
+// Shutdown stops the processes in the reverse order of start: the load
+// balancer first, the brokers last.
+func (c *Cluster) Shutdown(ctx context.Context) error {
+	select {
+	case <-c.done:
+	default:
+		close(c.done)
+	}
+	var errs []error
+	for i := len(c.procs) - 1; i >= 0; i-- {
+		errs = append(errs, stop(ctx, c.procs[i]))
+	}
+	c.wg.Wait()
+	if c.lock != nil {
+		errs = append(errs, c.lock.Release())
+		c.lock = nil
+	}
+	return errors.Join(errs...)
+}
+
+// secret returns the secret kept at path, or makes and keeps a new one, so
+// that a restart keeps the same credentials.
+func secret(path string) (string, error) {
+	if b, err := os.ReadFile(path); err == nil && strings.TrimSpace(string(b)) != "" {
+		return strings.TrimSpace(string(b)), nil
+	}
+	s := rand.Text()
+	if err := os.WriteFile(path, []byte(s+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("keep secret: %w", err)
+	}
+	return s, nil
+}
+
+func checkFree(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("load balancer: listen on %s: %w", addr, err)
+	}
+	return ln.Close()
+}
+
+// freePorts asks the kernel for n free ports on loopback.
+func freePorts(n int) ([]int, error) {
+	var lns []net.Listener
+	defer func() {
+		for _, ln := range lns {
+			ln.Close()
+		}
+	}()
+	var ports []int
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("find a free port: %w", err)
+		}
+		lns = append(lns, ln)
+		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+func tcpUp(ctx context.Context, addr string) error {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return err
+	}
+	return conn.Close()
+}
+
+func httpReady(ctx context.Context, addr string) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/readyz", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := (&http.Client{}).Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("/readyz answered %s", resp.Status)
+	}
+	return nil
+}

@@ -1,0 +1,415 @@
+package cluster_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/convergehq/converge/internal/broker/brokertest"
+	"github.com/convergehq/converge/internal/cache/rediscache/redistest"
+	"github.com/convergehq/converge/internal/check"
+	"github.com/convergehq/converge/internal/cluster"
+	"github.com/convergehq/converge/internal/events"
+	"github.com/convergehq/converge/internal/store"
+	"github.com/convergehq/converge/internal/store/storetest"
+)
+
+const apiKey = "cluster-test-key"
+
+// budget bounds every wait of the test together, so that a stuck flow
+// fails in seconds and names what is stuck.
+const budget = 60 * time.Second
+
+// buildBinary builds cmd/converge once for the test.
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "converge")
+	args := []string{"build", "-o", bin}
+	if race {
+		args = append(args, "-race")
+	}
+	cmd := exec.Command("go", append(args, "github.com/convergehq/converge/cmd/converge")...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build converge: %v\n%s", err, out)
+	}
+	return bin
+}
+
+type env struct {
+	t        *testing.T
+	c        *cluster.Cluster
+	orderDB  string
+	invDB    string
+	http     *http.Client
+	deadline time.Time
+}
+
+func startCluster(t *testing.T) *env {
+	t.Helper()
+	storetest.RequirePostgres(t)
+	redisURL := redistest.URL(t)
+	bin := buildBinary(t)
+	e := &env{
+		t:       t,
+		orderDB: storetest.URL(t, store.Postgres, "orders"),
+		invDB:   storetest.URL(t, store.Postgres, "inventory"),
+		http:    &http.Client{Timeout: 40 * time.Second},
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	e.c, err = cluster.Start(ctx, cluster.Config{
+		Binary: bin, DataDir: t.TempDir(), Addr: addr, APIKey: apiKey,
+		OrderDB: e.orderDB, InventoryDB: e.invDB, Cache: redisURL,
+		CachePrefix: "converge-test-" + strings.ToLower(rand.Text()[:8]) + ":", BrokerSync: true,
+	}, brokertest.Logger(t))
+	if err != nil {
+		t.Fatalf("start cluster: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := e.c.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+		if t.Failed() {
+			for _, p := range e.c.Processes() {
+				if b, err := os.ReadFile(p.Log); err == nil {
+					t.Logf("=== %s log (last 3000 bytes)\n%s", p.Name, tail(b, 3000))
+				}
+			}
+		}
+	})
+	e.deadline = time.Now().Add(budget)
+	return e
+}
+
+func tail(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[len(b)-n:]
+	}
+	return b
+}
+
+func (e *env) do(method, path string, body any) (int, []byte, error) {
+	var rd io.Reader
+	if body != nil {
+		raw, err := json.Marshal(body)
+		if err != nil {
+			return 0, nil, err
+		}
+		rd = bytes.NewReader(raw)
+	}
+	req, err := http.NewRequest(method, e.c.LBURL+path, rd)
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+apiKey)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := e.http.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, raw, err
+}
+
+type orderView struct {
+	ID     string `json:"id"`
+	Status string `json:"status"`
+	Reason string `json:"reason"`
+}
+
+func (e *env) place(sku string, qty int) (orderView, error) {
+	status, body, err := e.do("POST", "/api/v1/orders", map[string]any{"customer_id": "c", "items": []map[string]any{{"sku": sku, "quantity": qty}}})
+	if err != nil {
+		return orderView{}, err
+	}
+	if status != http.StatusAccepted {
+		return orderView{}, fmt.Errorf("POST order: status %d: %s", status, body)
+	}
+	var o orderView
+	return o, json.Unmarshal(body, &o)
+}
+
+func (e *env) setStock(sku string, onHand int) {
+	e.t.Helper()
+	status, body, err := e.do("PUT", "/api/v1/inventory/"+sku, map[string]int{"on_hand": onHand})
+	if err != nil || status != http.StatusOK {
+		e.t.Fatalf("PUT stock %s: %d %s %v", sku, status, body, err)
+	}
+}
+
+// finals waits, within the test's budget, until every order has left
+// PENDING, and names the ones that did not.
+func (e *env) finals(ids []string) map[string]orderView {
+	e.t.Helper()
+	out := make(map[string]orderView, len(ids))
+	for _, id := range ids {
+		for time.Now().Before(e.deadline) {
+			status, body, err := e.do("GET", "/api/v1/orders/"+id+"?wait=5s", nil)
+			if err != nil || status != http.StatusOK {
+				time.Sleep(100 * time.Millisecond) // an instance may be restarting
+				continue
+			}
+			var o orderView
+			if err := json.Unmarshal(body, &o); err != nil {
+				e.t.Fatal(err)
+			}
+			out[id] = o
+			if o.Status != "PENDING" {
+				break
+			}
+		}
+	}
+	var stuck []string
+	for _, id := range ids {
+		if out[id].Status == "" || out[id].Status == "PENDING" {
+			stuck = append(stuck, id)
+		}
+	}
+	if len(stuck) > 0 {
+		e.t.Fatalf("%d of %d orders not final within the test's %s: %s", len(stuck), len(ids), budget, strings.Join(stuck, " "))
+	}
+	return out
+}
+
+// checkInvariants runs the checker against both PostgreSQL databases until
+// every invariant holds or the budget is spent.
+func (e *env) checkInvariants() {
+	e.t.Helper()
+	ctx := context.Background()
+	orders, inv := storetest.OpenURL(e.t, e.orderDB), storetest.OpenURL(e.t, e.invDB)
+	var results []check.Result
+	for {
+		var err error
+		results, err = check.Run(ctx, orders, inv)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		ok := true
+		for _, r := range results {
+			ok = ok && r.OK
+		}
+		if ok {
+			return
+		}
+		if time.Now().After(e.deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	for _, r := range results {
+		if !r.OK {
+			e.t.Errorf("invariant failed: %s: %s", r.Name, r.Detail)
+		}
+	}
+}
+
+func (e *env) reserved(sku string) (onHand, reserved int) {
+	e.t.Helper()
+	status, body, err := e.do("GET", "/api/v1/inventory/"+sku, nil)
+	if err != nil || status != http.StatusOK {
+		e.t.Fatalf("GET stock %s: %d %s %v", sku, status, body, err)
+	}
+	var s struct {
+		OnHand   int `json:"on_hand"`
+		Reserved int `json:"reserved"`
+	}
+	if err := json.Unmarshal(body, &s); err != nil {
+		e.t.Fatal(err)
+	}
+	return s.OnHand, s.Reserved
+}
+
+// The production topology in miniature: 3 brokers (R3), 2 instances of
+// each service on PostgreSQL and Redis, 2 gateways, the load balancer,
+// each its own process.
+func TestCluster(t *testing.T) {
+	e := startCluster(t)
+
+	t.Run("streams are replicated", func(t *testing.T) {
+		nc, err := nats.Connect(e.c.NATSURL, nats.UserInfo(e.c.NATSUser, e.c.NATSPassword))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		js, err := jetstream.New(nc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, name := range []string{events.OrdersStream, events.InventoryStream, events.DeadLetterStream} {
+			s, err := js.Stream(context.Background(), name)
+			if err != nil {
+				t.Fatalf("stream %s: %v", name, err)
+			}
+			if r := s.CachedInfo().Config.Replicas; r != 3 {
+				t.Errorf("stream %s has %d replicas, want 3", name, r)
+			}
+		}
+		if _, err := nats.Connect(e.c.NATSURL); err == nil {
+			t.Error("a client without credentials was let in")
+		}
+	})
+
+	// 1,000 orders race for 100 units while 300 of them are cancelled:
+	// nothing is oversold, nothing leaks, and the checker agrees.
+	t.Run("orders and cancels race on two instances", func(t *testing.T) {
+		e.setStock("HOT", 100)
+		const n, cancels = 1000, 300
+		ids := make([]string, n)
+		var (
+			wg   sync.WaitGroup
+			mu   sync.Mutex
+			errs []error
+		)
+		sem := make(chan struct{}, 32)
+		for i := range n {
+			sem <- struct{}{}
+			wg.Go(func() {
+				defer func() { <-sem }()
+				o, err := e.place("HOT", 1)
+				if err == nil && i < cancels {
+					var status int
+					status, _, err = e.do("POST", "/api/v1/orders/"+o.ID+"/cancel", nil)
+					if err == nil && status != http.StatusAccepted && status != http.StatusConflict {
+						err = fmt.Errorf("cancel %s: status %d", o.ID, status)
+					}
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				if err != nil {
+					errs = append(errs, err)
+				}
+				ids[i] = o.ID
+			})
+		}
+		wg.Wait()
+		for _, err := range errs {
+			t.Error(err)
+		}
+		if t.Failed() {
+			return
+		}
+		final := e.finals(ids)
+		confirmed := 0
+		for _, id := range ids {
+			if final[id].Status == "CONFIRMED" {
+				confirmed++
+			}
+		}
+		e.checkInvariants()
+		onHand, reserved := e.reserved("HOT")
+		if reserved != confirmed || reserved > onHand {
+			t.Errorf("HOT: on_hand %d reserved %d with %d orders CONFIRMED; want reserved = confirmed <= on_hand", onHand, reserved, confirmed)
+		}
+	})
+
+	// kill -9 of an order instance, an inventory instance and the broker
+	// that leads the ORDERS stream, while orders flow: every accepted order
+	// reaches a final state, and nothing is applied twice.
+	t.Run("kill -9 mid-load", func(t *testing.T) {
+		e.setStock("KILL", 100000)
+		var (
+			wg  sync.WaitGroup
+			mu  sync.Mutex
+			ids []string
+		)
+		stop := make(chan struct{})
+		for range 8 {
+			wg.Go(func() {
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					o, err := e.place("KILL", 1)
+					if err != nil {
+						continue // refused while an instance died: not accepted, nothing owed
+					}
+					mu.Lock()
+					ids = append(ids, o.ID)
+					mu.Unlock()
+				}
+			})
+		}
+		time.Sleep(time.Second)
+		leader := streamLeader(t, e)
+		for _, name := range []string{"order-2", "inventory-2", leader} {
+			if err := e.c.Signal(name, syscall.SIGKILL); err != nil {
+				t.Fatalf("kill %s: %v", name, err)
+			}
+			time.Sleep(time.Second)
+		}
+		close(stop)
+		wg.Wait()
+		for _, name := range []string{leader, "inventory-2", "order-2"} {
+			waitExited(t, e, name)
+			if err := e.c.Restart(name); err != nil {
+				t.Fatalf("restart %s: %v", name, err)
+			}
+		}
+		t.Logf("%d orders accepted around the kills of order-2, inventory-2 and %s", len(ids), leader)
+		e.finals(ids)
+		e.checkInvariants()
+	})
+}
+
+func waitExited(t *testing.T, e *env, name string) {
+	t.Helper()
+	for e.c.Process(name).Running() {
+		if time.Now().After(e.deadline) {
+			t.Fatalf("%s did not exit after SIGKILL", name)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// streamLeader names the broker process that leads the ORDERS stream.
+func streamLeader(t *testing.T, e *env) string {
+	t.Helper()
+	nc, err := nats.Connect(e.c.NATSURL, nats.UserInfo(e.c.NATSUser, e.c.NATSPassword))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := js.Stream(context.Background(), events.OrdersStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Cluster == nil || info.Cluster.Leader == "" {
+		t.Fatal("the ORDERS stream has no leader")
+	}
+	return info.Cluster.Leader
+}
