@@ -135,6 +135,9 @@ func NewPool(cfg PoolConfig, log *slog.Logger) (*Pool, error) {
 		p.backends = append(p.backends, be)
 	}
 
+	// The short dial timeout lets a request meet an instance that does not
+	// answer, and go on to another, within a second rather than after the
+	// caller's own (for orders, long) timeout.
 	dialer := &net.Dialer{Timeout: time.Second, KeepAlive: 30 * time.Second}
 	p.transport = &http.Transport{
 		// Proxy stays nil: an HTTP_PROXY in the environment must not
