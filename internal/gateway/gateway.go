@@ -1,8 +1,10 @@
 // Package gateway owns converge's public HTTP edge: it authenticates API
 // callers, bounds request bodies, tags every request with an X-Request-ID and
 // reverse-proxies /api/v1 traffic to the order and inventory services,
-// answering every failure of its own as problem+json. It keeps no state, so
-// any number of instances can run behind a load balancer.
+// answering every failure of its own as problem+json. Each service may run
+// as several instances: the gateway spreads requests over those whose
+// /readyz passes (see lb.Pool). It keeps no state, so any number of
+// gateway instances can run behind a load balancer.
 package gateway
 
 import (
@@ -19,17 +21,26 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/convergehq/converge/internal/lb"
 	"github.com/convergehq/converge/internal/web"
 )
 
 // Upstream is one service the gateway forwards to.
 type Upstream struct {
-	Name    string        // "order", "inventory": used in error details and logs
-	URL     *url.URL      // base URL of the service; a path on it prefixes the incoming path
+	Name string // "order", "inventory": used in error details and logs
+	// URLs are the base URLs of the service's instances, one or more; a
+	// path on one prefixes the incoming path.
+	URLs    []*url.URL
 	Timeout time.Duration // whole-request timeout for this upstream, response body included
 }
+
+// healthPath is what decides whether a service instance is in rotation: an
+// instance whose database is down cannot serve its requests and says so
+// there, while /healthz would still pass.
+const healthPath = "/readyz"
 
 // Config configures a Gateway.
 type Config struct {
@@ -38,11 +49,14 @@ type Config struct {
 	Inventory Upstream // serves /api/v1/inventory and /api/v1/inventory/...
 }
 
-// Gateway is an http.Handler for the whole public API.
+// Gateway is an http.Handler for the whole public API. Without Run, nothing
+// brings back a service instance that a refused connection took out of
+// rotation.
 type Gateway struct {
 	handler http.Handler
 	keyHash [sha256.Size]byte
 	log     *slog.Logger
+	pools   []*lb.Pool // one per upstream, for Run
 }
 
 // New checks cfg and builds a Gateway. A nil log discards log records.
@@ -50,25 +64,35 @@ func New(cfg Config, log *slog.Logger) (*Gateway, error) {
 	if cfg.APIKey == "" {
 		return nil, errors.New("gateway: API key is empty")
 	}
-	orders, err := cfg.Orders.checked("Orders")
-	if err != nil {
-		return nil, err
-	}
-	inventory, err := cfg.Inventory.checked("Inventory")
-	if err != nil {
-		return nil, err
-	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	orders, err := cfg.Orders.pool("Orders", log)
+	if err != nil {
+		return nil, err
+	}
+	inventory, err := cfg.Inventory.pool("Inventory", log)
+	if err != nil {
+		return nil, err
 	}
 	g := &Gateway{
 		// Comparing digests keeps the comparison constant-time even when
 		// the lengths differ, so a caller cannot probe the key's length.
 		keyHash: sha256.Sum256([]byte(cfg.APIKey)),
 		log:     log,
+		pools:   []*lb.Pool{orders, inventory},
 	}
-	g.handler = g.routes(newTransport(), orders, inventory)
+	g.handler = g.routes(g.proxy(orders, cfg.Orders), g.proxy(inventory, cfg.Inventory))
 	return g, nil
+}
+
+// Run health-checks the instances of every upstream until ctx is done.
+func (g *Gateway) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	for _, p := range g.pools {
+		wg.Go(func() { p.Run(ctx) })
+	}
+	wg.Wait()
 }
 
 // ServeHTTP serves one request.
@@ -76,43 +100,28 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	g.handler.ServeHTTP(w, r)
 }
 
-// checked reports a configuration error early, so a gateway never starts
-// with an upstream it cannot reach or a request it cannot bound. It returns a
-// copy whose URL the caller can no longer change.
-func (u Upstream) checked(field string) (Upstream, error) {
+// pool checks u and builds the pool of its instances, reporting a
+// configuration error early, so a gateway never starts with an upstream it
+// cannot reach or a request it cannot bound. The pool copies the URLs, so
+// the caller can no longer change them under it.
+func (u Upstream) pool(field string, log *slog.Logger) (*lb.Pool, error) {
 	switch {
 	case u.Name == "":
-		return u, fmt.Errorf("gateway: %s upstream has no name", field)
-	case u.URL == nil:
-		return u, fmt.Errorf("gateway: %s upstream has no URL", field)
-	case u.URL.Scheme != "http" && u.URL.Scheme != "https":
-		return u, fmt.Errorf("gateway: %s upstream URL %q must be http or https", field, u.URL)
-	case u.URL.Host == "":
-		return u, fmt.Errorf("gateway: %s upstream URL %q has no host", field, u.URL)
+		return nil, fmt.Errorf("gateway: %s upstream has no name", field)
+	case len(u.URLs) == 0:
+		return nil, fmt.Errorf("gateway: %s upstream has no URL", field)
 	case u.Timeout <= 0:
-		return u, fmt.Errorf("gateway: %s upstream timeout must be positive, got %s", field, u.Timeout)
+		return nil, fmt.Errorf("gateway: %s upstream timeout must be positive, got %s", field, u.Timeout)
 	}
-	target := *u.URL
-	u.URL = &target
-	return u, nil
-}
-
-// newTransport is shared by both upstreams. The short dial timeout makes a
-// service that is down answer 503 at once instead of after the upstream's
-// long timeout, and the large idle pool spares a new connection per request
-// under load. It ignores HTTP_PROXY: upstreams are internal services.
-func newTransport() *http.Transport {
-	return &http.Transport{
-		DialContext: (&net.Dialer{
-			Timeout:   time.Second,
-			KeepAlive: 30 * time.Second,
-		}).DialContext,
-		MaxIdleConns:          128,
-		MaxIdleConnsPerHost:   64,
-		IdleConnTimeout:       90 * time.Second,
-		TLSHandshakeTimeout:   5 * time.Second,
-		ExpectContinueTimeout: time.Second,
+	p, err := lb.NewPool(lb.PoolConfig{
+		Name:       u.Name + " instance",
+		Backends:   u.URLs,
+		HealthPath: healthPath,
+	}, log.With("upstream", u.Name))
+	if err != nil {
+		return nil, fmt.Errorf("gateway: %s upstream: %w", field, err)
 	}
+	return p, nil
 }
 
 // requireKey lets a request through only with the gateway's bearer key, and
@@ -159,16 +168,14 @@ func limitBody(next http.Handler) http.Handler {
 // itself, which tells its timeout apart from a caller that hung up.
 var errUpstreamTimeout = errors.New("upstream timeout")
 
-// proxy forwards to up, bounded by up.Timeout.
-func (g *Gateway) proxy(transport http.RoundTripper, up Upstream) http.Handler {
-	rp := &httputil.ReverseProxy{
+// proxy forwards to an instance of up in pool, bounded by up.Timeout.
+func (g *Gateway) proxy(pool *lb.Pool, up Upstream) http.Handler {
+	rp := pool.Proxy(lb.ProxyHooks{
 		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.SetURL(up.URL)
 			pr.SetXForwarded()
 			pr.Out.Header.Del("Authorization")
 			pr.Out.Header.Set(requestIDHeader, requestID(pr.In.Context()))
 		},
-		Transport: transport,
 		ModifyResponse: func(resp *http.Response) error {
 			// The gateway has already set the id on the response; an echo
 			// from the service would otherwise be added as a second value.
@@ -178,8 +185,7 @@ func (g *Gateway) proxy(transport http.RoundTripper, up Upstream) http.Handler {
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			g.proxyError(w, r, up, err)
 		},
-		ErrorLog: slog.NewLogLogger(g.log.Handler(), slog.LevelWarn),
-	}
+	})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeoutCause(r.Context(), up.Timeout, errUpstreamTimeout)
 		defer cancel()
@@ -189,6 +195,9 @@ func (g *Gateway) proxy(transport http.RoundTripper, up Upstream) http.Handler {
 
 // proxyError answers a request the upstream did not answer. It only runs
 // before any of the upstream's response has been written.
+//
+// After a refused connection the pool has already tried the request on every
+// other instance in rotation, so a 503 here means none of them took it.
 func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, up Upstream, err error) {
 	ctx := r.Context()
 	var (
@@ -209,7 +218,13 @@ func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, up Upstream
 		// The caller hung up; nobody is left to read an answer.
 		g.log.LogAttrs(ctx, slog.LevelInfo, "caller went away", proxyAttrs(r, up, err)...)
 		return
-	case unavailable(err):
+	case errors.Is(err, lb.ErrReadBody):
+		// The caller's upload broke. Checked before unavailable, whose
+		// network errors would blame the service for it.
+		status = http.StatusBadRequest
+		detail = "reading the request body failed"
+		level = slog.LevelInfo
+	case errors.Is(err, lb.ErrNoHealthy) || unavailable(err):
 		status = http.StatusServiceUnavailable
 		detail = fmt.Sprintf("%s service unavailable", up.Name)
 	default:

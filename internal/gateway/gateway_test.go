@@ -66,7 +66,7 @@ func (s *service) requests() []seen {
 
 func (s *service) upstream(t *testing.T, timeout time.Duration) Upstream {
 	t.Helper()
-	return Upstream{Name: s.name, URL: mustParse(t, s.srv.URL), Timeout: timeout}
+	return Upstream{Name: s.name, URLs: []*url.URL{mustParse(t, s.srv.URL)}, Timeout: timeout}
 }
 
 func mustParse(t *testing.T, raw string) *url.URL {
@@ -429,7 +429,7 @@ func TestUpstreamDown(t *testing.T) {
 	inventory := newService(t, "inventory", nil)
 	// A long timeout, as orders really have, must not delay the answer.
 	gw, logs := startGateway(t,
-		Upstream{Name: "order", URL: mustParse(t, downURL), Timeout: 35 * time.Second},
+		Upstream{Name: "order", URLs: []*url.URL{mustParse(t, downURL)}, Timeout: 35 * time.Second},
 		inventory.upstream(t, 5*time.Second))
 
 	req := authed(newRequest(t, "GET", gw.URL+"/api/v1/orders/1", nil))
@@ -521,7 +521,7 @@ func TestUpstreamTimeout(t *testing.T) {
 
 func TestNew(t *testing.T) {
 	u := mustParse(t, "http://orders.internal:8080")
-	good := Upstream{Name: "order", URL: u, Timeout: time.Second}
+	good := Upstream{Name: "order", URLs: []*url.URL{u}, Timeout: time.Second}
 	tests := []struct {
 		name string
 		cfg  Config
@@ -529,10 +529,12 @@ func TestNew(t *testing.T) {
 	}{
 		{"valid", Config{APIKey: "k", Orders: good, Inventory: good}, true},
 		{"no key", Config{Orders: good, Inventory: good}, false},
-		{"no name", Config{APIKey: "k", Orders: Upstream{URL: u, Timeout: time.Second}, Inventory: good}, false},
+		{"no name", Config{APIKey: "k", Orders: Upstream{URLs: []*url.URL{u}, Timeout: time.Second}, Inventory: good}, false},
 		{"no URL", Config{APIKey: "k", Orders: good, Inventory: Upstream{Name: "inventory", Timeout: time.Second}}, false},
-		{"relative URL", Config{APIKey: "k", Orders: Upstream{Name: "order", URL: mustParse(t, "/orders"), Timeout: time.Second}, Inventory: good}, false},
-		{"no timeout", Config{APIKey: "k", Orders: good, Inventory: Upstream{Name: "inventory", URL: u}}, false},
+		{"relative URL", Config{APIKey: "k", Orders: Upstream{Name: "order", URLs: []*url.URL{u, mustParse(t, "/orders")}, Timeout: time.Second}, Inventory: good}, false},
+		{"nil URL", Config{APIKey: "k", Orders: Upstream{Name: "order", URLs: []*url.URL{nil}, Timeout: time.Second}, Inventory: good}, false},
+		{"two URLs", Config{APIKey: "k", Orders: Upstream{Name: "order", URLs: []*url.URL{u, mustParse(t, "http://orders-2.internal:8080")}, Timeout: time.Second}, Inventory: good}, true},
+		{"no timeout", Config{APIKey: "k", Orders: good, Inventory: Upstream{Name: "inventory", URLs: []*url.URL{u}}}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

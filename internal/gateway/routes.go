@@ -8,9 +8,9 @@ import (
 
 // routes is the gateway's whole URL space. The API routes take every method:
 // the services know which they allow and answer 405 themselves.
-func (g *Gateway) routes(transport http.RoundTripper, orders, inventory Upstream) http.Handler {
-	toOrders := g.requireKey(limitBody(g.proxy(transport, orders)))
-	toInventory := g.requireKey(limitBody(g.proxy(transport, inventory)))
+func (g *Gateway) routes(orders, inventory http.Handler) http.Handler {
+	toOrders := g.requireKey(limitBody(orders))
+	toInventory := g.requireKey(limitBody(inventory))
 
 	mux := http.NewServeMux()
 	mux.Handle("/api/v1/orders", toOrders)

@@ -170,7 +170,7 @@ func TestNew(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := b.cfg
+	got := b.pool.cfg
 	if got.Policy != "least-loaded" || got.HealthPath != "/healthz" || got.HealthInterval != 500*time.Millisecond ||
 		got.HealthTimeout != 400*time.Millisecond || got.FailAfter != 2 {
 		t.Errorf("defaults = %+v, want least-loaded, /healthz, 500ms, 400ms, 2", got)
@@ -334,7 +334,7 @@ func TestRetryOnRefusedConnect(t *testing.T) {
 			if got, want := b.Healthy(), []string{lu.String()}; !slices.Equal(got, want) {
 				t.Errorf("Healthy() after refused connect = %v, want %v", got, want)
 			}
-			for i, be := range b.backends {
+			for i, be := range b.pool.backends {
 				if n := be.inflight.Load(); n != 0 {
 					t.Errorf("backend %d has %d requests in flight after the request, want 0", i, n)
 				}

@@ -70,7 +70,7 @@ func (at *attempt) keepBody(r *http.Request) error {
 // later error may come after the instance acted on the request, and is
 // returned as is.
 type retrier struct {
-	b    *Balancer
+	p    *Pool
 	next http.RoundTripper
 }
 
@@ -86,19 +86,19 @@ func (t *retrier) RoundTrip(req *http.Request) (*http.Response, error) {
 			// of the instance either.
 			return resp, err
 		}
-		t.b.markDown(at.cur, err)
+		t.p.markDown(at.cur, err)
 		if at.oneShot {
 			return nil, err
 		}
 		// Every retry marks one more backend tried, so there are at most
 		// len(backends) attempts.
-		i := t.b.policy.acquire(t.b.backends, at.tried)
+		i := t.p.policy.acquire(t.p.backends, at.tried)
 		if i < 0 {
 			return nil, err
 		}
-		t.b.backends[at.cur].inflight.Add(-1)
+		t.p.backends[at.cur].inflight.Add(-1)
 		at.cur, at.tried[i] = i, true
-		req = at.retarget(req, t.b.backends[i].url)
+		req = at.retarget(req, t.p.backends[i].url)
 	}
 }
 

@@ -72,8 +72,8 @@ func parseURLs(flagName, list string) ([]*url.URL, error) {
 	return out, nil
 }
 
-// Edge is a running gateway or load balancer: one HTTP server and, for the
-// load balancer, its health checks.
+// Edge is a running gateway or load balancer: one HTTP server and the health
+// checks of the instances it forwards to.
 type Edge struct {
 	http   *server
 	bal    *lb.Balancer // the load balancer's, nil for a gateway
@@ -82,7 +82,8 @@ type Edge struct {
 	wg     sync.WaitGroup
 }
 
-// StartGateway starts an API gateway.
+// StartGateway starts an API gateway and the health checks of the service
+// instances behind it.
 func StartGateway(ctx context.Context, cfg GatewayConfig, log *slog.Logger) (*Edge, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
@@ -91,8 +92,8 @@ func StartGateway(ctx context.Context, cfg GatewayConfig, log *slog.Logger) (*Ed
 	inv, _ := parseURLs("inventory-url", cfg.InventoryURLs)
 	gw, err := gateway.New(gateway.Config{
 		APIKey:    cfg.APIKey,
-		Orders:    gateway.Upstream{Name: "order", URL: orders[0], Timeout: orderTimeout},
-		Inventory: gateway.Upstream{Name: "inventory", URL: inv[0], Timeout: inventoryTimeout},
+		Orders:    gateway.Upstream{Name: "order", URLs: orders, Timeout: orderTimeout},
+		Inventory: gateway.Upstream{Name: "inventory", URLs: inv, Timeout: inventoryTimeout},
 	}, log)
 	if err != nil {
 		return nil, err
@@ -101,7 +102,11 @@ func StartGateway(ctx context.Context, cfg GatewayConfig, log *slog.Logger) (*Ed
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
-	e := &Edge{http: srv, failed: make(chan error, 1), stop: func() {}}
+	// The checks outlive ctx's cancellation until Shutdown, like the
+	// server they feed.
+	hctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	e := &Edge{http: srv, failed: make(chan error, 1), stop: stop}
+	e.wg.Go(func() { gw.Run(hctx) })
 	srv.serve(gw, e.failed)
 	return e, nil
 }

@@ -42,7 +42,14 @@ func openSQLite(ctx context.Context, url string) (*DB, error) {
 	}
 	read.SetMaxOpenConns(max(4, runtime.GOMAXPROCS(0)))
 	db := &DB{engine: SQLite, url: url, write: write, read: read}
-	if err := db.Ping(ctx); err != nil {
+	// Both pools, as each has its own DSN; Ping covers only the readers.
+	err = db.Ping(ctx)
+	if err == nil {
+		if err = write.PingContext(ctx); err != nil {
+			err = fmt.Errorf("ping %s: %w", db, err)
+		}
+	}
+	if err != nil {
 		db.Close()
 		return nil, err
 	}

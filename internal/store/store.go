@@ -78,9 +78,13 @@ func (db *DB) Engine() Engine { return db.engine }
 // String names the database without its credentials, for logs and errors.
 func (db *DB) String() string { return Redact(db.url) }
 
-// Ping checks that the database answers; /readyz uses it.
+// Ping checks that the database answers; /readyz uses it, and a gateway
+// takes an instance whose /readyz fails out of rotation. So it pings through
+// the read pool: SQLite's write pool is one connection that every writer
+// queues for, and a ping queued behind a burst of orders would call a busy
+// instance unready. (On PostgreSQL both pools are one.)
 func (db *DB) Ping(ctx context.Context) error {
-	if err := db.write.PingContext(ctx); err != nil {
+	if err := db.read.PingContext(ctx); err != nil {
 		return fmt.Errorf("ping %s: %w", db, err)
 	}
 	return nil
