@@ -32,9 +32,9 @@ import (
 
 const apiKey = "cluster-test-key"
 
-// budget bounds every wait of the test together, so that a stuck flow
-// fails in seconds and names what is stuck.
-const budget = 60 * time.Second
+// budget bounds the waits of one step of the test together, so that a
+// stuck flow fails in seconds and names what is stuck.
+const budget = 90 * time.Second
 
 // buildBinary builds cmd/converge once for the test.
 func buildBinary(t *testing.T) string {
@@ -96,13 +96,24 @@ func startCluster(t *testing.T) *env {
 		if t.Failed() {
 			for _, p := range e.c.Processes() {
 				if b, err := os.ReadFile(p.Log); err == nil {
-					t.Logf("=== %s log (last 3000 bytes)\n%s", p.Name, tail(b, 3000))
+					t.Logf("=== %s log (warnings and errors, last 6000 bytes)\n%s", p.Name, tail(warnings(b), 6000))
 				}
 			}
 		}
 	})
 	e.deadline = time.Now().Add(budget)
 	return e
+}
+
+// warnings keeps the lines of a log at WARN and ERROR.
+func warnings(b []byte) []byte {
+	var out []byte
+	for _, line := range bytes.Split(b, []byte("\n")) {
+		if bytes.Contains(line, []byte("level=WARN")) || bytes.Contains(line, []byte("level=ERROR")) {
+			out = append(append(out, line...), '\n')
+		}
+	}
+	return out
 }
 
 func tail(b []byte, n int) []byte {
@@ -161,6 +172,9 @@ func (e *env) setStock(sku string, onHand int) {
 		e.t.Fatalf("PUT stock %s: %d %s %v", sku, status, body, err)
 	}
 }
+
+// wait starts a new budget for the waits of one step.
+func (e *env) wait() { e.deadline = time.Now().Add(budget) }
 
 // finals waits, within the test's budget, until every order has left
 // PENDING, and names the ones that did not.
@@ -313,6 +327,7 @@ func TestCluster(t *testing.T) {
 		if t.Failed() {
 			return
 		}
+		e.wait()
 		final := e.finals(ids)
 		confirmed := 0
 		for _, id := range ids {
@@ -366,6 +381,7 @@ func TestCluster(t *testing.T) {
 		}
 		close(stop)
 		wg.Wait()
+		e.wait()
 		for _, name := range []string{leader, "inventory-2", "order-2"} {
 			waitExited(t, e, name)
 			if err := e.c.Restart(name); err != nil {
@@ -373,6 +389,7 @@ func TestCluster(t *testing.T) {
 			}
 		}
 		t.Logf("%d orders accepted around the kills of order-2, inventory-2 and %s", len(ids), leader)
+		e.wait()
 		e.finals(ids)
 		e.checkInvariants()
 	})

@@ -11,13 +11,20 @@ import (
 	"github.com/convergehq/converge/internal/order/orderevents"
 )
 
+// StreamMaxBytes bounds each stream. A full stream refuses new events
+// (they wait in the outboxes, and the relays say so) rather than dropping
+// any: nothing unconsumed is ever dropped silently.
+const StreamMaxBytes = 1 << 30
+
 // Streams is the broker topology converge needs, with replicas copies of
-// each stream (3 in a cluster).
+// each stream (3 in a cluster). The event streams keep a message until
+// every consumer has acknowledged it (interest retention); the dead-letter
+// stream keeps its messages until an operator deals with them.
 func Streams(replicas int) []broker.StreamConfig {
 	return []broker.StreamConfig{
-		{Name: events.OrdersStream, Subjects: []string{events.OrdersSubjects}, Replicas: replicas},
-		{Name: events.InventoryStream, Subjects: []string{events.InventorySubjects}, Replicas: replicas},
-		{Name: events.DeadLetterStream, Subjects: []string{events.DeadLetterSubject}, Replicas: replicas},
+		{Name: events.OrdersStream, Subjects: []string{events.OrdersSubjects}, Replicas: replicas, Interest: true, MaxBytes: StreamMaxBytes},
+		{Name: events.InventoryStream, Subjects: []string{events.InventorySubjects}, Replicas: replicas, Interest: true, MaxBytes: StreamMaxBytes},
+		{Name: events.DeadLetterStream, Subjects: []string{events.DeadLetterSubject}, Replicas: replicas, MaxBytes: StreamMaxBytes},
 	}
 }
 
@@ -31,13 +38,15 @@ func Setup(ctx context.Context, n NATS, replicas int, log *slog.Logger) error {
 		return fmt.Errorf("setup: %w", err)
 	}
 	defer conn.Close()
+	// Setup runs before any service publishes, so the consumers exist
+	// before the first event reaches an interest-retention stream. Every
+	// instance of a service binds to its service's consumer and never
+	// creates it.
 	for _, sc := range Streams(replicas) {
 		if err := conn.EnsureStream(ctx, sc); err != nil {
 			return fmt.Errorf("setup: %w", err)
 		}
 	}
-	// The durable consumers too: every instance of a service binds to its
-	// service's consumer and never creates it.
 	for _, cc := range []broker.ConsumerConfig{orderevents.Consumer(), inventoryevents.Consumer()} {
 		if err := conn.EnsureConsumer(ctx, cc); err != nil {
 			return fmt.Errorf("setup: %w", err)
