@@ -3,7 +3,6 @@ package cluster_test
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -82,7 +81,7 @@ func startCluster(t *testing.T) *env {
 	e.c, err = cluster.Start(ctx, cluster.Config{
 		Binary: bin, DataDir: t.TempDir(), Addr: addr, APIKey: apiKey,
 		OrderDB: e.orderDB, InventoryDB: e.invDB, Cache: redisURL,
-		CachePrefix: "converge-test-" + strings.ToLower(rand.Text()[:8]) + ":", BrokerSync: true,
+		CachePrefix: redistest.Prefix(t, redisURL), BrokerSync: true,
 	}, brokertest.Logger(t))
 	if err != nil {
 		t.Fatalf("start cluster: %v", err)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/convergehq/converge/internal/order"
+	"github.com/convergehq/converge/internal/order/ordersql"
 	"github.com/convergehq/converge/internal/store"
 	"github.com/convergehq/converge/internal/store/storetest"
 )
@@ -146,4 +147,29 @@ func TestWaitWakesAcrossInstances(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("Wait on the other instance did not return")
 	}
+}
+
+// Idempotency keys are forgotten after their retention: the key then
+// places a new order.
+func TestPruneIdempotencyKeys(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, engine store.Engine) {
+		ctx := context.Background()
+		e := newEnvAt(t, storetest.URL(t, engine, "orders"))
+		in := order.PlaceInput{CustomerID: "c-prune", Items: []order.Item{{SKU: "A", Quantity: 1}}}
+		first, _, err := e.svc.Place(ctx, in, "k-old", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.db.ExecContext(ctx, `UPDATE idempotency_keys SET created_at = $1`, time.Now().Add(-48*time.Hour).UnixMicro()); err != nil {
+			t.Fatal(err)
+		}
+		n, err := e.store.PruneIdempotencyKeys(ctx, time.Now().Add(-ordersql.IdempotencyRetention))
+		if err != nil || n != 1 {
+			t.Fatalf("PruneIdempotencyKeys: %d, %v; want 1 key pruned", n, err)
+		}
+		again, created, err := e.svc.Place(ctx, in, "k-old", "")
+		if err != nil || !created || again.ID == first.ID {
+			t.Fatalf("the pruned key placed (%s, created %v, %v); want a new order", again.ID, created, err)
+		}
+	})
 }

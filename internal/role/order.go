@@ -41,6 +41,7 @@ func StartOrder(ctx context.Context, cfg OrderConfig, log *slog.Logger) (*Servic
 	if err != nil {
 		return nil, failStart(ctx, s, err)
 	}
+	s.prune = append(s.prune, pruner{"idempotency keys", ordersql.IdempotencyRetention, st.PruneIdempotencyKeys})
 	svc := order.NewService(ordercache.New(st, s.cache, cfg.CacheTTL, log), s.notify, log)
 	s.drain = svc.Drain
 	// A GET ?wait= held here wakes when any instance changes its order.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/convergehq/converge/internal/broker"
 	"github.com/convergehq/converge/internal/cache"
+	"github.com/convergehq/converge/internal/inbox"
 	"github.com/convergehq/converge/internal/outbox"
 	"github.com/convergehq/converge/internal/store"
 )
@@ -82,6 +83,11 @@ type Service struct {
 	onShutdown func()
 	failed     chan error
 
+	// prune lists what the janitor deletes on a schedule, each with its
+	// retention: published outbox rows, inbox rows, and whatever the
+	// service adds (the order service: idempotency keys).
+	prune []pruner
+
 	stopConsumer context.CancelFunc
 	consumer     sync.WaitGroup
 	stopRelay    context.CancelFunc
@@ -116,6 +122,10 @@ func openService(ctx context.Context, name string, cfg ServiceConfig, log *slog.
 		return nil, err
 	}
 	s.relay = outbox.NewRelay(s.db, s.conn, log, outbox.RelayConfig{Lease: cfg.RelayLease, Holder: cfg.Instance})
+	s.prune = []pruner{
+		{"published outbox rows", outbox.Retention, func(ctx context.Context, before time.Time) (int64, error) { return outbox.Prune(ctx, s.db, before) }},
+		{"inbox rows", inbox.Retention, func(ctx context.Context, before time.Time) (int64, error) { return inbox.Prune(ctx, s.db, before) }},
+	}
 	// The relay that holds the lease may run in another instance: tell
 	// them all that the outbox has rows. A lost signal costs one poll.
 	subject := "converge.signal.outbox." + name
@@ -138,6 +148,7 @@ func (s *Service) run(cc broker.ConsumerConfig, h broker.BatchHandler, api http.
 	consumerCtx, stopConsumer := context.WithCancel(bg)
 	s.stopRelay, s.stopConsumer = stopRelay, stopConsumer
 	s.relays.Go(func() { s.relay.Run(relayCtx) })
+	s.relays.Go(func() { s.janitor(relayCtx) })
 	s.consumer.Go(func() {
 		if err := s.conn.Consume(consumerCtx, cc, h); err != nil {
 			s.log.Error("consumer stopped", "err", err)
@@ -218,4 +229,38 @@ func (s *Service) Shutdown(ctx context.Context) error {
 func bindOnly(cc broker.ConsumerConfig) broker.ConsumerConfig {
 	cc.BindOnly = true
 	return cc
+}
+
+// pruner deletes what is older than its retention.
+type pruner struct {
+	what      string
+	retention time.Duration
+	prune     func(ctx context.Context, before time.Time) (int64, error)
+}
+
+// pruneEvery is how often the janitor runs. Every instance runs it: the
+// deletes are idempotent, so instances that overlap only repeat work.
+const pruneEvery = 10 * time.Minute
+
+// janitor keeps the tables that grow with traffic bounded, until ctx ends.
+func (s *Service) janitor(ctx context.Context) {
+	t := time.NewTimer(time.Minute) // not in the way of a start
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, p := range s.prune {
+			n, err := p.prune(ctx, time.Now().Add(-p.retention))
+			switch {
+			case err != nil && ctx.Err() == nil:
+				s.log.Warn("prune failed; trying again later", "what", p.what, "err", err)
+			case n > 0:
+				s.log.Info("pruned", "what", p.what, "rows", n, "older_than", p.retention)
+			}
+		}
+		t.Reset(pruneEvery)
+	}
 }

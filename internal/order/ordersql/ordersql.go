@@ -40,6 +40,25 @@ func Open(ctx context.Context, db *store.DB) (*Store, error) {
 
 const columns = `id, customer_id, status, reason, items, created_at, updated_at`
 
+// IdempotencyRetention is how long an Idempotency-Key is remembered: a
+// client retrying a request within a day gets the first order back; after
+// that the key may be used again.
+const IdempotencyRetention = 24 * time.Hour
+
+// PruneIdempotencyKeys forgets the keys stored before before and returns
+// how many went.
+func (s *Store) PruneIdempotencyKeys(ctx context.Context, before time.Time) (int64, error) {
+	res, err := s.db.ExecContext(ctx, `DELETE FROM idempotency_keys WHERE created_at < $1`, before.UnixMicro())
+	if err != nil {
+		return 0, fmt.Errorf("prune idempotency keys: %w", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, fmt.Errorf("prune idempotency keys: %w", err)
+	}
+	return n, nil
+}
+
 // Get implements order.Store.
 func (s *Store) Get(ctx context.Context, id string) (order.Order, error) {
 	return get(ctx, s.db, id, "")
