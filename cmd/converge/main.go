@@ -3,6 +3,7 @@
 //	converge dev      run everything in one process (embedded broker, SQLite)
 //	converge check    verify the system's invariants
 //	converge load     place orders and measure acceptance and convergence
+//	converge probe    check an endpoint once (container health checks)
 //
 // Every flag also reads from a CONVERGE_* environment variable.
 package main
@@ -76,6 +77,8 @@ commands:
            order and inventory services (SQLite, in-process caches), embedded NATS JetStream
   check    verify the invariants over the data directory; exit 1 on any FAIL
   load     place a bounded number of orders and measure acceptance and convergence
+  probe    check once that an HTTP endpoint answers 2xx or a TCP port accepts
+           (the health check of a container without a shell)
 
 Run 'converge <command> -h' for the flags of a command.`
 
@@ -93,6 +96,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runCheck(ctx, rest, getenv, stdout, stderr)
 	case "load":
 		return runLoad(ctx, rest, getenv, stdout, stderr)
+	case "probe":
+		return runProbe(ctx, rest, getenv, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprintln(stdout, usage)
 		return nil
