@@ -10,6 +10,7 @@
 //	converge setup      create the streams and consumers, once
 //	converge check      verify the system's invariants
 //	converge load       place orders and measure acceptance and convergence
+//	converge probe      check an endpoint once (container health checks)
 //
 // Every flag also reads from a CONVERGE_* environment variable.
 package main
@@ -84,6 +85,8 @@ commands:
              JetStream), or with --topology cluster as separate processes
   check      verify the invariants over the databases; exit 1 on any FAIL
   load       place a bounded number of orders and measure acceptance and convergence
+  probe      check once that an HTTP endpoint answers 2xx or a TCP port accepts
+             (the health check of a container without a shell)
 
 roles (one process each, for the production topology):
   order      the order service
@@ -121,6 +124,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runRole(ctx, lbCommand(), rest, getenv, stdout, stderr)
 	case "broker":
 		return runRole(ctx, brokerCommand(), rest, getenv, stdout, stderr)
+	case "probe":
+		return runProbe(ctx, rest, getenv, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprintln(stdout, usage)
 		return nil
