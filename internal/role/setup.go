@@ -2,8 +2,11 @@ package role
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/convergehq/converge/internal/broker"
 	"github.com/convergehq/converge/internal/events"
@@ -38,17 +41,32 @@ func Setup(ctx context.Context, n NATS, replicas int, log *slog.Logger) error {
 		return fmt.Errorf("setup: %w", err)
 	}
 	defer conn.Close()
-	// Setup runs before any service publishes, so the consumers exist
-	// before the first event reaches an interest-retention stream. Every
-	// instance of a service binds to its service's consumer and never
-	// creates it.
-	for _, sc := range Streams(replicas) {
-		if err := conn.EnsureStream(ctx, sc); err != nil {
-			return fmt.Errorf("setup: %w", err)
+	// An interest-retention stream drops what it receives while it has no
+	// consumer. So a stream that does not exist yet is first made keeping
+	// everything, then the consumers, then the stream keeps only what they
+	// have not acknowledged: a service that publishes before setup has
+	// finished (a Kubernetes hook runs after the services start) loses
+	// nothing. Every instance of a service binds to its service's consumer
+	// and never creates it.
+	streams := Streams(replicas)
+	for _, sc := range streams {
+		_, err := conn.JetStream().Stream(ctx, sc.Name)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			keep := sc
+			keep.Interest = false
+			err = conn.EnsureStream(ctx, keep)
+		}
+		if err != nil {
+			return fmt.Errorf("setup: stream %s: %w", sc.Name, err)
 		}
 	}
 	for _, cc := range []broker.ConsumerConfig{orderevents.Consumer(), inventoryevents.Consumer()} {
 		if err := conn.EnsureConsumer(ctx, cc); err != nil {
+			return fmt.Errorf("setup: %w", err)
+		}
+	}
+	for _, sc := range streams {
+		if err := conn.EnsureStream(ctx, sc); err != nil {
 			return fmt.Errorf("setup: %w", err)
 		}
 	}
