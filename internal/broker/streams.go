@@ -28,12 +28,6 @@ type StreamConfig struct {
 	MaxBytes int64
 	MaxMsgs  int64
 	MaxAge   time.Duration
-
-	// Interest removes a message once every consumer of the stream has
-	// acknowledged it, so a stream holds what is not yet consumed and no
-	// more. Its consumers must exist before the first publish (a message
-	// nobody is interested in is removed at once): create them together.
-	Interest bool
 }
 
 // streamConfig is the JetStream configuration EnsureStream maintains.
@@ -77,9 +71,6 @@ func (cfg StreamConfig) streamConfig() (jetstream.StreamConfig, error) {
 	}
 	if cfg.MaxBytes > 0 || cfg.MaxMsgs > 0 {
 		sc.Discard = jetstream.DiscardNew
-	}
-	if cfg.Interest {
-		sc.Retention = jetstream.InterestPolicy
 	}
 	return sc, nil
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 
+	"github.com/convergehq/converge/internal/events"
 	"github.com/convergehq/converge/internal/health"
 	"github.com/convergehq/converge/internal/inventory"
 	"github.com/convergehq/converge/internal/inventory/inventorycache"
@@ -40,6 +41,7 @@ func StartInventory(ctx context.Context, cfg InventoryConfig, log *slog.Logger) 
 	if err != nil {
 		return nil, failStart(ctx, s, err)
 	}
+	s.prune = append(s.prune, s.streamPruner(events.InventoryStream))
 	svc := inventory.NewService(inventorycache.New(st, s.cache, cfg.CacheTTL, log), s.notify, log)
 	if cfg.Seed {
 		if err := seed(ctx, svc); err != nil {

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"strings"
 
+	"github.com/convergehq/converge/internal/events"
 	"github.com/convergehq/converge/internal/health"
 	"github.com/convergehq/converge/internal/order"
 	"github.com/convergehq/converge/internal/order/ordercache"
@@ -41,7 +42,7 @@ func StartOrder(ctx context.Context, cfg OrderConfig, log *slog.Logger) (*Servic
 	if err != nil {
 		return nil, failStart(ctx, s, err)
 	}
-	s.prune = append(s.prune, pruner{"idempotency keys", ordersql.IdempotencyRetention, st.PruneIdempotencyKeys})
+	s.prune = append(s.prune, pruner{what: "idempotency keys", retention: ordersql.IdempotencyRetention, prune: st.PruneIdempotencyKeys}, s.streamPruner(events.OrdersStream))
 	svc := order.NewService(ordercache.New(st, s.cache, cfg.CacheTTL, log), s.notify, log)
 	s.drain = svc.Drain
 	// A GET ?wait= held here wakes when any instance changes its order.

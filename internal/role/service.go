@@ -123,8 +123,8 @@ func openService(ctx context.Context, name string, cfg ServiceConfig, log *slog.
 	}
 	s.relay = outbox.NewRelay(s.db, s.conn, log, outbox.RelayConfig{Lease: cfg.RelayLease, Holder: cfg.Instance})
 	s.prune = []pruner{
-		{"published outbox rows", outbox.Retention, func(ctx context.Context, before time.Time) (int64, error) { return outbox.Prune(ctx, s.db, before) }},
-		{"inbox rows", inbox.Retention, func(ctx context.Context, before time.Time) (int64, error) { return inbox.Prune(ctx, s.db, before) }},
+		{what: "published outbox rows", retention: outbox.Retention, prune: func(ctx context.Context, before time.Time) (int64, error) { return outbox.Prune(ctx, s.db, before) }},
+		{what: "inbox rows", retention: inbox.Retention, prune: func(ctx context.Context, before time.Time) (int64, error) { return inbox.Prune(ctx, s.db, before) }},
 	}
 	// The relay that holds the lease may run in another instance: tell
 	// them all that the outbox has rows. A lost signal costs one poll.
@@ -236,23 +236,48 @@ type pruner struct {
 	what      string
 	retention time.Duration
 	prune     func(ctx context.Context, before time.Time) (int64, error)
+	every     time.Duration // 0: tableEvery
 }
 
-// pruneEvery is how often the janitor runs. Every instance runs it: the
-// deletes are idempotent, so instances that overlap only repeat work.
-const pruneEvery = 10 * time.Minute
+// tableEvery is how often the database tables are pruned: each prune scans
+// what it deletes from, so not every minute.
+const tableEvery = 10 * time.Minute
+
+// streamPruner removes from the service's own stream what every consumer
+// has acknowledged.
+func (s *Service) streamPruner(stream string) pruner {
+	return pruner{what: "consumed messages of stream " + stream, every: time.Minute, prune: func(ctx context.Context, _ time.Time) (int64, error) {
+		n, err := s.conn.PruneConsumed(ctx, stream)
+		return int64(n), err
+	}}
+}
+
+// pruneEvery is how often the janitor looks: often enough that a stream,
+// pruned every minute of what was consumed, stays far below its size bound
+// under full load. Every instance runs it: the deletes are idempotent, so
+// instances that overlap only repeat work.
+const pruneEvery = time.Minute
 
 // janitor keeps the tables that grow with traffic bounded, until ctx ends.
 func (s *Service) janitor(ctx context.Context) {
 	t := time.NewTimer(time.Minute) // not in the way of a start
 	defer t.Stop()
+	last := make([]time.Time, len(s.prune))
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		for _, p := range s.prune {
+		for i, p := range s.prune {
+			every := p.every
+			if every == 0 {
+				every = tableEvery
+			}
+			if time.Since(last[i]) < every {
+				continue
+			}
+			last[i] = time.Now()
 			n, err := p.prune(ctx, time.Now().Add(-p.retention))
 			switch {
 			case err != nil && ctx.Err() == nil:

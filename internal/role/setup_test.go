@@ -13,9 +13,9 @@ import (
 )
 
 // Setup makes the streams and consumers; run again, it changes nothing.
-// The event streams end with interest retention, the dead letters with
-// limits, all bounded, and a message published before the consumers
-// existed is still there for them.
+// Every stream keeps its messages (limits retention) within a size bound
+// that refuses rather than drops, and a message published before the
+// consumers existed is still there for them.
 func TestSetup(t *testing.T) {
 	s := brokertest.Start(t)
 	ctx := context.Background()
@@ -38,7 +38,7 @@ func TestSetup(t *testing.T) {
 		}
 	}
 	want := map[string]jetstream.RetentionPolicy{
-		events.OrdersStream: jetstream.InterestPolicy, events.InventoryStream: jetstream.InterestPolicy, events.DeadLetterStream: jetstream.LimitsPolicy,
+		events.OrdersStream: jetstream.LimitsPolicy, events.InventoryStream: jetstream.LimitsPolicy, events.DeadLetterStream: jetstream.LimitsPolicy,
 	}
 	for name, retention := range want {
 		st, err := c.JetStream().Stream(ctx, name)
