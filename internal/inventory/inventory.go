@@ -84,6 +84,14 @@ type Tx interface {
 	// SetReservationStatus moves an order's reservation from status from to
 	// status to; ErrConflict, changing nothing, if it is not in from.
 	SetReservationStatus(ctx context.Context, orderID string, from, to ReservationStatus, at time.Time) error
+	// LockOrders takes, until the transaction ends, the lock that
+	// Reservation takes for each order. LockStock locks the rows of skus.
+	// A transaction that decides about several orders takes all its locks
+	// first, in one global order (orders, then SKUs, each sorted), so that
+	// two instances applying batches cannot deadlock. Both are no-ops on an
+	// engine with a single writer.
+	LockOrders(ctx context.Context, orderIDs []string) error
+	LockStock(ctx context.Context, skus []string) error
 	// Claim records e in the inbox; false means it was applied before.
 	Claim(ctx context.Context, e events.Envelope) (bool, error)
 	// Emit adds e to the outbox.

@@ -102,7 +102,18 @@ func (s *Service) Apply(ctx context.Context, e events.Envelope) error {
 // each at most once (inbox) and together with the reply it emits (outbox),
 // and returns one error per event.
 func (s *Service) ApplyBatch(ctx context.Context, es []events.Envelope) []error {
-	errs := inbox.ApplyBatch(ctx, s.store.Update, es, s.apply)
+	// Every transaction of the batch takes the batch's locks first, in one
+	// global order, then applies: instances that apply batches about the
+	// same orders and SKUs wait for each other instead of deadlocking.
+	update := func(ctx context.Context, fn func(Tx) error) error {
+		return s.store.Update(ctx, func(tx Tx) error {
+			if err := lockBatch(ctx, tx, es); err != nil {
+				return err
+			}
+			return fn(tx)
+		})
+	}
+	errs := inbox.ApplyBatch(ctx, update, es, s.apply)
 	for _, err := range errs {
 		if err == nil {
 			s.notify()
@@ -110,6 +121,44 @@ func (s *Service) ApplyBatch(ctx context.Context, es []events.Envelope) []error 
 		}
 	}
 	return errs
+}
+
+// lockBatch takes the locks the events of es will need: their orders,
+// then the SKUs they reserve or release. An event it cannot read is left
+// to apply, which says why.
+func lockBatch(ctx context.Context, tx Tx, es []events.Envelope) error {
+	var orders, cancelled, skus []string
+	for _, e := range es {
+		switch e.Type {
+		case events.OrderCreated:
+			var d events.OrderCreatedData
+			if e.DecodeData(&d) == nil {
+				orders = append(orders, d.OrderID)
+				for _, it := range d.Items {
+					skus = append(skus, it.SKU)
+				}
+			}
+		case events.OrderCancelled:
+			var d events.OrderCancelledData
+			if e.DecodeData(&d) == nil {
+				orders = append(orders, d.OrderID)
+				cancelled = append(cancelled, d.OrderID)
+			}
+		}
+	}
+	if err := tx.LockOrders(ctx, orders); err != nil {
+		return err
+	}
+	for _, id := range cancelled {
+		r, _, err := tx.Reservation(ctx, id)
+		if err != nil {
+			return err
+		}
+		for _, it := range r.Items {
+			skus = append(skus, it.SKU)
+		}
+	}
+	return tx.LockStock(ctx, skus)
 }
 
 func (s *Service) apply(ctx context.Context, tx Tx, e events.Envelope) error {

@@ -8,6 +8,7 @@ import (
 	"embed"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -80,6 +81,41 @@ func (t *txn) Stock(ctx context.Context, skus []string) (map[string]inventory.It
 		out[it.SKU] = it
 	}
 	return out, nil
+}
+
+func (t *txn) LockOrders(ctx context.Context, orderIDs []string) error {
+	if t.tx.Engine() != store.Postgres {
+		return nil
+	}
+	for _, id := range sortedUnique(orderIDs) {
+		if err := t.tx.Lock(ctx, "reservation:"+id); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (t *txn) LockStock(ctx context.Context, skus []string) error {
+	skus = sortedUnique(skus)
+	if t.tx.Engine() != store.Postgres || len(skus) == 0 {
+		return nil
+	}
+	ph := make([]string, len(skus))
+	args := make([]any, len(skus))
+	for i, s := range skus {
+		ph[i], args[i] = fmt.Sprintf("$%d", i+1), s
+	}
+	rows, err := t.tx.QueryContext(ctx, `SELECT sku FROM stock WHERE sku IN (`+strings.Join(ph, ",")+`) ORDER BY sku FOR UPDATE`, args...)
+	if err != nil {
+		return fmt.Errorf("lock stock: %w", err)
+	}
+	return errors.Join(rows.Close(), rows.Err())
+}
+
+func sortedUnique(in []string) []string {
+	out := slices.Clone(in)
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 func (t *txn) SetOnHand(ctx context.Context, sku string, onHand int64, at time.Time) (inventory.Item, error) {
