@@ -115,8 +115,13 @@ type Cluster struct {
 
 	procs  []*Process // in start order
 	failed chan error
-	wg     sync.WaitGroup
 	done   chan struct{}
+
+	// mu orders restarts against Shutdown: once stopping is set, no
+	// process is started again, so wg's count only goes down.
+	mu       sync.Mutex
+	stopping bool
+	wg       sync.WaitGroup
 }
 
 // Start starts the processes tier by tier, each tier once the one before
@@ -360,7 +365,16 @@ func (c *Cluster) spawn(p *Process) error {
 		}
 		if c.cfg.RestartCrashed {
 			c.log.Warn("restarting", "process", p.Name)
-			time.Sleep(500 * time.Millisecond) // a crash loop must not spin
+			select {
+			case <-c.done: // shutting down: Shutdown is waiting for us
+				return
+			case <-time.After(500 * time.Millisecond): // a crash loop must not spin
+			}
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			if c.stopping {
+				return
+			}
 			if err := c.spawn(p); err != nil {
 				c.log.Error("restart failed", "process", p.Name, "err", err)
 			}
@@ -454,11 +468,12 @@ func stop(ctx context.Context, p *Process) error {
 // Shutdown stops the processes in the reverse order of start: the load
 // balancer first, the brokers last.
 func (c *Cluster) Shutdown(ctx context.Context) error {
-	select {
-	case <-c.done:
-	default:
+	c.mu.Lock()
+	if !c.stopping {
+		c.stopping = true
 		close(c.done)
 	}
+	c.mu.Unlock()
 	var errs []error
 	for i := len(c.procs) - 1; i >= 0; i-- {
 		errs = append(errs, stop(ctx, c.procs[i]))

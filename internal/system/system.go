@@ -136,9 +136,10 @@ type System struct {
 	gateways  []*role.Edge
 	lb        *role.Edge
 
-	failed chan error // a role that stopped on its own
-	stop   chan struct{}
-	wg     sync.WaitGroup
+	failed   chan error // a role that stopped on its own
+	stop     chan struct{}
+	stopOnce sync.Once
+	wg       sync.WaitGroup
 }
 
 // Start brings up the broker, the two services, the gateways and the load
@@ -278,7 +279,7 @@ func (s *System) Shutdown(ctx context.Context) error {
 		}
 	}
 	wg.Wait()
-	close(s.stop)
+	s.stopOnce.Do(func() { close(s.stop) })
 	s.wg.Wait()
 	s.StopBroker()
 	if s.lock != nil {
