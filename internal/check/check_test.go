@@ -75,6 +75,7 @@ func TestCheck(t *testing.T) {
 		{name: "an event emitted twice", inventory: []string{
 			`INSERT INTO outbox (event_id, event_type, subject, payload, created_at, published_at) VALUES ('e3', 'io.converge.inventory.reserved', 'inventory.reserved', '{"subject":"o1"}', 1, 1)`},
 			fail: []string{"no order has an event of one type twice", "every event written was applied exactly once"}},
+		{name: "published outbox rows pruned", orders: []string{`DELETE FROM outbox`}, inventory: []string{`DELETE FROM outbox`}},
 		{name: "an event never applied", orders: []string{
 			`DELETE FROM inbox`}, fail: []string{"every event written was applied exactly once"}},
 	}

@@ -84,11 +84,11 @@ type Process struct {
 
 // PID is the process's current PID, 0 when it is not running.
 func (p *Process) PID() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.cmd == nil || p.cmd.Process == nil {
+	if !p.Running() {
 		return 0
 	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	return p.cmd.Process.Pid
 }
 
@@ -372,7 +372,12 @@ func (c *Cluster) spawn(p *Process) error {
 			}
 			c.mu.Lock()
 			defer c.mu.Unlock()
-			if c.stopping {
+			p.mu.Lock()
+			// Not if shutting down, if Stop asked for this exit meanwhile, or
+			// if Restart already started it again.
+			skip := c.stopping || p.stopping || p.exited != exited
+			p.mu.Unlock()
+			if skip {
 				return
 			}
 			if err := c.spawn(p); err != nil {
@@ -430,9 +435,12 @@ func (c *Cluster) Restart(name string) error {
 	if p == nil {
 		return fmt.Errorf("no process %q", name)
 	}
-	select {
-	case <-p.exitedChan():
-	default:
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stopping {
+		return errors.New("the cluster is shutting down")
+	}
+	if p.Running() {
 		return fmt.Errorf("%s is still running", name)
 	}
 	return c.spawn(p)
@@ -465,6 +473,11 @@ func stop(ctx context.Context, p *Process) error {
 	}
 }
 
+// stopGrace is how long one process may take to stop after SIGTERM before
+// it is killed: a service drains requests, finishes its batch and flushes
+// its outbox (5 s at most) within it.
+const stopGrace = 20 * time.Second
+
 // Shutdown stops the processes in the reverse order of start: the load
 // balancer first, the brokers last.
 func (c *Cluster) Shutdown(ctx context.Context) error {
@@ -476,7 +489,11 @@ func (c *Cluster) Shutdown(ctx context.Context) error {
 	c.mu.Unlock()
 	var errs []error
 	for i := len(c.procs) - 1; i >= 0; i-- {
-		errs = append(errs, stop(ctx, c.procs[i]))
+		// Each process gets its own grace: one slow process must not leave
+		// the ones after it (the brokers last) to be killed.
+		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stopGrace)
+		errs = append(errs, stop(pctx, c.procs[i]))
+		cancel()
 	}
 	c.wg.Wait()
 	if c.lock != nil {

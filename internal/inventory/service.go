@@ -195,8 +195,9 @@ func (s *Service) reserve(ctx context.Context, tx Tx, d events.OrderCreatedData,
 	if len(d.Items) == 0 {
 		return fmt.Errorf("%w: order %s has no items", events.ErrMalformed, d.OrderID)
 	}
-	// Sorted, so that concurrent transactions on a row-locking database
-	// take SKU locks in one order and cannot deadlock.
+	// Sorted, for a stable reservation. The SKU rows are already locked,
+	// in the database's own order, by lockBatch, so the order of the
+	// writes below cannot deadlock.
 	items := slices.Clone(d.Items)
 	slices.SortFunc(items, func(a, b events.Item) int { return strings.Compare(a.SKU, b.SKU) })
 	skus := make([]string, len(items))

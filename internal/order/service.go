@@ -260,6 +260,7 @@ func (s *Service) List(ctx context.Context, f Filter) (Page, error) {
 // false); a rejected order cannot be cancelled (ErrConflict).
 func (s *Service) Cancel(ctx context.Context, id, traceparent string) (o Order, changed bool, err error) {
 	err = s.store.Update(ctx, func(tx Tx) error {
+		changed = false // a transaction run again starts over
 		o, err = tx.Get(ctx, id)
 		if err != nil {
 			return err

@@ -31,8 +31,11 @@ type RelayConfig struct {
 // outbox into partitions, each with its own lease row.
 const leaseName = "relay"
 
-// Relay publishes outbox rows in commit order. It wakes when Notify is
-// called after a commit, and polls slowly as a safety net.
+// Relay publishes outbox rows in seq order (on PostgreSQL a row may commit
+// after a later seq; it goes out in the next round, and one order's events,
+// written by transactions that lock the order, keep their order). It
+// wakes when Notify is called after a commit, and polls slowly as a safety
+// net.
 //
 // Many instances of a service may run a relay over one database: they
 // share it through a lease (a row in outbox_lease), and only the holder
@@ -92,7 +95,7 @@ func (r *Relay) Notify() {
 // Run publishes until ctx is done, then makes one last bounded attempt to
 // flush what is left and gives up its lease, so a clean shutdown leaves
 // nothing behind that the broker could have taken and another instance
-// takes over at once.
+// takes over at its next look (within min(Poll, Lease/4)).
 func (r *Relay) Run(ctx context.Context) {
 	backoff := time.Duration(0)
 	timer := time.NewTimer(0)

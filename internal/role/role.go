@@ -78,7 +78,12 @@ func (s *server) shutdown(ctx context.Context) error {
 	if s.srv == nil {
 		return s.ln.Close()
 	}
-	return s.srv.Shutdown(ctx)
+	if err := s.srv.Shutdown(ctx); err != nil {
+		// Out of time: close what is still open, so no handler goes on
+		// using what its role closes next.
+		return errors.Join(err, s.srv.Close())
+	}
+	return nil
 }
 
 // kill closes the server at once, dropping its connections, as a crash

@@ -2,6 +2,7 @@ package role
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"flag"
 	"fmt"
@@ -121,7 +122,10 @@ func openService(ctx context.Context, name string, cfg ServiceConfig, log *slog.
 	if s.conn, err = cfg.NATS.connect(ctx, "converge-"+cfg.Instance, log); err != nil {
 		return nil, err
 	}
-	s.relay = outbox.NewRelay(s.db, s.conn, log, outbox.RelayConfig{Lease: cfg.RelayLease, Holder: cfg.Instance})
+	// The lease names the process, not only the instance: two processes
+	// given the same --instance must not both hold it.
+	holder := cfg.Instance + "-" + strings.ToLower(rand.Text()[:6])
+	s.relay = outbox.NewRelay(s.db, s.conn, log, outbox.RelayConfig{Lease: cfg.RelayLease, Holder: holder})
 	s.prune = []pruner{
 		{what: "published outbox rows", retention: outbox.Retention, prune: func(ctx context.Context, before time.Time) (int64, error) { return outbox.Prune(ctx, s.db, before) }},
 		{what: "inbox rows", retention: inbox.Retention, prune: func(ctx context.Context, before time.Time) (int64, error) { return inbox.Prune(ctx, s.db, before) }},

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"fmt"
 	"io/fs"
 	"path"
@@ -44,8 +45,13 @@ func (db *DB) Migrate(ctx context.Context, ms ...Migrations) (err error) {
 			// lock held by a pooled session.
 			uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 			defer cancel()
-			if _, uerr := c.ExecContext(uctx, `SELECT pg_advisory_unlock($1)`, migrateLock); uerr != nil && err == nil {
-				err = fmt.Errorf("migrate: unlock: %w", uerr)
+			if _, uerr := c.ExecContext(uctx, `SELECT pg_advisory_unlock($1)`, migrateLock); uerr != nil {
+				// The session may still hold the lock: it must not go back
+				// to the pool, where it would block every other instance.
+				_ = c.Raw(func(any) error { return driver.ErrBadConn })
+				if err == nil {
+					err = fmt.Errorf("migrate: unlock: %w", uerr)
+				}
 			}
 		}()
 	}
