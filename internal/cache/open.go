@@ -20,22 +20,44 @@ import (
 //
 // Anything else is an error. Errors never repeat a password.
 func Open(ctx context.Context, rawURL, prefix string, maxEntries int) (Cache, io.Closer, error) {
-	if rawURL == "" || rawURL == "memory" {
+	redis, err := parseURL(rawURL)
+	if err != nil {
+		return nil, nil, err
+	}
+	if !redis {
 		return NewMemory(maxEntries), nopCloser{}, nil
+	}
+	c, err := rediscache.New(ctx, rawURL, rediscache.Options{Prefix: prefix})
+	if err != nil {
+		return nil, nil, fmt.Errorf("cache: open: %w", err)
+	}
+	return c, c, nil
+}
+
+// ParseURL checks rawURL as Open would, without opening anything, so that
+// a bad configuration fails before anything starts.
+func ParseURL(rawURL string) error {
+	_, err := parseURL(rawURL)
+	return err
+}
+
+// parseURL checks rawURL and reports whether it names Redis.
+func parseURL(rawURL string) (redis bool, err error) {
+	if rawURL == "" || rawURL == "memory" {
+		return false, nil
 	}
 	scheme, _, ok := strings.Cut(rawURL, "://")
 	if !ok {
-		return nil, nil, errors.New("cache: URL must be memory or start with redis:// or rediss://")
+		return false, errors.New("cache: URL must be memory or start with redis:// or rediss://")
 	}
 	switch scheme {
 	case "redis", "rediss":
-		c, err := rediscache.New(ctx, rawURL, rediscache.Options{Prefix: prefix})
-		if err != nil {
-			return nil, nil, fmt.Errorf("cache: open: %w", err)
+		if err := rediscache.ParseURL(rawURL); err != nil {
+			return false, fmt.Errorf("cache: %w", err)
 		}
-		return c, c, nil
+		return true, nil
 	default:
-		return nil, nil, fmt.Errorf("cache: unknown URL scheme %q: want memory, redis:// or rediss://", scheme)
+		return false, fmt.Errorf("cache: unknown URL scheme %q: want memory, redis:// or rediss://", scheme)
 	}
 }
 

@@ -58,3 +58,16 @@ func TestOpenRedis(t *testing.T) {
 		t.Fatalf("Get: found %v, %v; want a miss", found, err)
 	}
 }
+
+// ParseURL applies Open's rules without opening anything: no server is
+// contacted for a Redis URL.
+func TestParseURL(t *testing.T) {
+	for url, ok := range map[string]bool{
+		"memory": true, "": true, "redis://127.0.0.1:1/0": true, "rediss://u:p@h:6379/2": true,
+		"redis://h:6379/notadb": false, "memcached://h": false, "h:6379": false,
+	} {
+		if err := cache.ParseURL(url); (err == nil) != ok {
+			t.Errorf("ParseURL(%q) = %v, want ok=%v", url, err, ok)
+		}
+	}
+}

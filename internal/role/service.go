@@ -54,8 +54,11 @@ func (c ServiceConfig) Validate() error {
 	if _, err := store.ParseURL(c.DB); err != nil {
 		return err
 	}
-	if c.Cache != "memory" && !strings.HasPrefix(c.Cache, "redis://") && !strings.HasPrefix(c.Cache, "rediss://") {
-		return fmt.Errorf("cache %q: want memory or redis://host:port/N", store.Redact(c.Cache))
+	if c.Cache == "" {
+		return errors.New("cache: empty; want memory or redis://host:port/N")
+	}
+	if err := cache.ParseURL(c.Cache); err != nil {
+		return err
 	}
 	if c.CacheTTL <= 0 {
 		return fmt.Errorf("cache TTL must be positive, got %s", c.CacheTTL)

@@ -124,10 +124,14 @@ end
 return g
 `
 
-// New connects to the Redis at rawURL (redis://[user:password@]host:port/db,
-// or rediss:// for TLS) and checks that it answers. Errors name the URL with
-// its password redacted.
-func New(ctx context.Context, rawURL string, opts Options) (*Cache, error) {
+// ParseURL checks rawURL as New would, without connecting, so that a bad
+// configuration fails before anything starts.
+func ParseURL(rawURL string) error {
+	_, _, err := parseURL(rawURL)
+	return err
+}
+
+func parseURL(rawURL string) (*url.URL, *redis.Options, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		// url.Error repeats the whole URL, password included: keep only
@@ -136,14 +140,25 @@ func New(ctx context.Context, rawURL string, opts Options) (*Cache, error) {
 		if errors.As(err, &ue) {
 			err = ue.Err
 		}
-		return nil, fmt.Errorf("rediscache: invalid URL: %v", err)
+		return nil, nil, fmt.Errorf("rediscache: invalid URL: %v", err)
 	}
 	if u.Scheme != "redis" && u.Scheme != "rediss" {
-		return nil, fmt.Errorf("rediscache: invalid URL %s: scheme must be redis or rediss", u.Redacted())
+		return nil, nil, fmt.Errorf("rediscache: invalid URL %s: scheme must be redis or rediss", u.Redacted())
 	}
 	ro, err := redis.ParseURL(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("rediscache: invalid URL %s: %w", u.Redacted(), err)
+		return nil, nil, fmt.Errorf("rediscache: invalid URL %s: %w", u.Redacted(), err)
+	}
+	return u, ro, nil
+}
+
+// New connects to the Redis at rawURL (redis://[user:password@]host:port/db,
+// or rediss:// for TLS) and checks that it answers. Errors name the URL with
+// its password redacted.
+func New(ctx context.Context, rawURL string, opts Options) (*Cache, error) {
+	u, ro, err := parseURL(rawURL)
+	if err != nil {
+		return nil, err
 	}
 	if opts.VersionTTL <= 0 {
 		opts.VersionTTL = DefaultVersionTTL
