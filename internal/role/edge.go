@@ -162,9 +162,6 @@ func startLB(ctx context.Context, addr string, backends []*url.URL, policy strin
 	return e, nil
 }
 
-// Addr is the address the server is bound to.
-func (e *Edge) Addr() string { return e.http.Addr() }
-
 // URL is the server's base URL.
 func (e *Edge) URL() string { return "http://" + e.http.Addr() }
 

@@ -173,17 +173,11 @@ func (s *Service) run(cc broker.ConsumerConfig, h broker.BatchHandler, api http.
 // still taken into the outbox.
 func (s *Service) ready(ctx context.Context) error { return s.db.Ping(ctx) }
 
-// Addr is the address the service's HTTP server is bound to.
-func (s *Service) Addr() string { return s.http.Addr() }
-
 // URL is the base URL of the service's HTTP API.
 func (s *Service) URL() string { return "http://" + s.http.Addr() }
 
 // Failed reports a part that stopped by itself.
 func (s *Service) Failed() <-chan error { return s.failed }
-
-// Kill closes the HTTP server at once, as a crash would (fault tests).
-func (s *Service) Kill() error { return s.http.kill() }
 
 // Drain answers requests held open (GET ?wait=) with their current state,
 // now and from now on, so that a shutdown in front of the service (a load
