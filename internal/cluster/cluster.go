@@ -80,6 +80,7 @@ type Process struct {
 	cmd      *exec.Cmd
 	exited   chan struct{} // closed when the current cmd has been waited for
 	stopping bool          // an exit now is asked for, not a crash
+	waitErr  error         // how the current cmd exited, once exited is closed
 }
 
 // PID is the process's current PID, 0 when it is not running.
@@ -348,6 +349,7 @@ func (c *Cluster) spawn(p *Process) error {
 		out.Close()
 		p.mu.Lock()
 		asked := p.stopping
+		p.waitErr = err
 		p.mu.Unlock()
 		close(exited)
 		if asked {
@@ -447,24 +449,54 @@ func (c *Cluster) Restart(name string) error {
 }
 
 func stop(ctx context.Context, p *Process) error {
+	running, err := terminate(p)
+	if !running || err != nil {
+		return err
+	}
+	return await(ctx, p)
+}
+
+// terminate asks p to stop, SIGTERM after a SIGCONT in case it is paused,
+// and reports whether it was running: one that had exited (crashed, or
+// stopped before) has nothing to stop.
+func terminate(p *Process) (running bool, err error) {
 	p.mu.Lock()
 	cmd, exited := p.cmd, p.exited
 	p.stopping = true
+	p.mu.Unlock()
+	if cmd == nil {
+		return false, nil
+	}
+	select {
+	case <-exited:
+		return false, nil
+	default:
+	}
+	_ = cmd.Process.Signal(syscall.SIGCONT) // a paused process cannot stop
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return true, fmt.Errorf("stop %s: %w", p.Name, err)
+	}
+	return true, nil
+}
+
+// await waits for p to exit after terminate, killing it when ctx ends. A
+// process asked to stop drains and exits 0; anything else is a failed
+// shutdown, and its log says why.
+func await(ctx context.Context, p *Process) error {
+	p.mu.Lock()
+	cmd, exited := p.cmd, p.exited
 	p.mu.Unlock()
 	if cmd == nil {
 		return nil
 	}
 	select {
 	case <-exited:
-		return nil
-	default:
-	}
-	_ = cmd.Process.Signal(syscall.SIGCONT) // a paused process cannot stop
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		return fmt.Errorf("stop %s: %w", p.Name, err)
-	}
-	select {
-	case <-exited:
+		p.mu.Lock()
+		err := p.waitErr
+		p.mu.Unlock()
+		if err != nil {
+			return fmt.Errorf("%s did not stop cleanly: %v; see %s", p.Name, err, p.Log)
+		}
 		return nil
 	case <-ctx.Done():
 		_ = cmd.Process.Kill()
@@ -478,8 +510,9 @@ func stop(ctx context.Context, p *Process) error {
 // its outbox (5 s at most) within it.
 const stopGrace = 20 * time.Second
 
-// Shutdown stops the processes in the reverse order of start: the load
-// balancer first, the brokers last.
+// Shutdown stops the processes in the reverse order of start, the load
+// balancer first and the brokers last, and reports any that did not exit
+// cleanly in time.
 func (c *Cluster) Shutdown(ctx context.Context) error {
 	c.mu.Lock()
 	if !c.stopping {
@@ -487,14 +520,38 @@ func (c *Cluster) Shutdown(ctx context.Context) error {
 		close(c.done)
 	}
 	c.mu.Unlock()
+	// Every process but the brokers is asked to stop at once, in reverse
+	// order of start (the load balancer first), and then awaited: a
+	// service answers its held ?wait= requests as it stops, which lets the
+	// balancer and gateways in front of it finish draining. The brokers
+	// stop last, once nothing publishes any more.
 	var errs []error
-	for i := len(c.procs) - 1; i >= 0; i-- {
-		// Each process gets its own grace: one slow process must not leave
-		// the ones after it (the brokers last) to be killed.
+	stopAll := func(procs []*Process) {
+		var asked []*Process
+		for i := len(procs) - 1; i >= 0; i-- {
+			running, err := terminate(procs[i])
+			errs = append(errs, err)
+			if running && err == nil {
+				asked = append(asked, procs[i])
+			}
+		}
+		// Each process gets its own grace from now: they drain together.
 		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stopGrace)
-		errs = append(errs, stop(pctx, c.procs[i]))
-		cancel()
+		defer cancel()
+		for _, p := range asked {
+			errs = append(errs, await(pctx, p))
+		}
 	}
+	var brokers, others []*Process
+	for _, p := range c.procs {
+		if p.Role == "broker" {
+			brokers = append(brokers, p)
+		} else {
+			others = append(others, p)
+		}
+	}
+	stopAll(others)
+	stopAll(brokers)
 	c.wg.Wait()
 	if c.lock != nil {
 		errs = append(errs, c.lock.Release())

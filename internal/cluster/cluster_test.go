@@ -9,8 +9,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -24,6 +22,7 @@ import (
 	"github.com/convergehq/converge/internal/cache/rediscache/redistest"
 	"github.com/convergehq/converge/internal/check"
 	"github.com/convergehq/converge/internal/cluster"
+	"github.com/convergehq/converge/internal/cluster/clustertest"
 	"github.com/convergehq/converge/internal/events"
 	"github.com/convergehq/converge/internal/store"
 	"github.com/convergehq/converge/internal/store/storetest"
@@ -34,21 +33,6 @@ const apiKey = "cluster-test-key"
 // budget bounds the waits of one step of the test together, so that a
 // stuck flow fails in seconds and names what is stuck.
 const budget = 90 * time.Second
-
-// buildBinary builds cmd/converge once for the test.
-func buildBinary(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "converge")
-	args := []string{"build", "-o", bin}
-	if race {
-		args = append(args, "-race")
-	}
-	cmd := exec.Command("go", append(args, "github.com/convergehq/converge/cmd/converge")...)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build converge: %v\n%s", err, out)
-	}
-	return bin
-}
 
 type env struct {
 	t        *testing.T
@@ -63,7 +47,7 @@ func startCluster(t *testing.T) *env {
 	t.Helper()
 	storetest.RequirePostgres(t)
 	redisURL := redistest.URL(t)
-	bin := buildBinary(t)
+	bin := clustertest.Binary(t)
 	e := &env{
 		t:       t,
 		orderDB: storetest.URL(t, store.Postgres, "orders"),
@@ -428,4 +412,10 @@ func streamLeader(t *testing.T, e *env) string {
 		t.Fatal("the ORDERS stream has no leader")
 	}
 	return info.Cluster.Leader
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	clustertest.Cleanup()
+	os.Exit(code)
 }

@@ -6,56 +6,15 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
-	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/convergehq/converge/internal/broker/brokertest"
 	"github.com/convergehq/converge/internal/check"
-	"github.com/convergehq/converge/internal/store"
-	"github.com/convergehq/converge/internal/system"
 )
 
 const testKey = "test-key"
-
-// start runs a whole system on free ports in a temporary data directory and
-// shuts it down when the test ends.
-func start(t testing.TB) *system.System {
-	t.Helper()
-	return startIn(t, t.TempDir())
-}
-
-func testConfig(dir string) system.Config {
-	cfg := system.DefaultConfig()
-	cfg.Addr = "127.0.0.1:0"
-	cfg.DataDir = dir
-	cfg.APIKey = testKey
-	cfg.Seed = false
-	cfg.BrokerPort = 0
-	return cfg
-}
-
-func startIn(t testing.TB, dir string) *system.System {
-	t.Helper()
-	sys, err := system.Start(context.Background(), testConfig(dir), brokertest.Logger(t))
-	if err != nil {
-		t.Fatalf("start system: %v", err)
-	}
-	t.Cleanup(func() { stop(t, sys) })
-	return sys
-}
-
-func stop(t testing.TB, sys *system.System) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := sys.Shutdown(ctx); err != nil {
-		t.Errorf("shutdown: %v", err)
-	}
-}
 
 // client talks to the system through the load balancer, as a user would.
 type client struct {
@@ -64,8 +23,8 @@ type client struct {
 	http *http.Client
 }
 
-func newClient(t testing.TB, sys *system.System) *client {
-	return &client{t: t, base: sys.LBURL, http: &http.Client{Timeout: 40 * time.Second}}
+func newClient(t testing.TB, d deployment) *client {
+	return &client{t: t, base: d.URL(), http: &http.Client{Timeout: 40 * time.Second}}
 }
 
 type response struct {
@@ -283,33 +242,16 @@ func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
 	}
 }
 
-// waitForRotation waits up to d, and no longer than the test's shared
-// deadline, until the load balancer has exactly want in rotation.
-func waitForRotation(t testing.TB, sys *system.System, d time.Duration, want ...string) {
-	t.Helper()
-	until := waitEnd(t, d)
-	for {
-		got := sys.InRotation()
-		if slices.Equal(got, want) {
-			return
-		}
-		if time.Now().After(until) {
-			t.Fatalf("gateways in rotation after %s: got %v, want %v", d, got, want)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // checkInvariants runs the invariant checker over the system's databases,
 // waiting up to 30s, and no longer than the test's shared deadline, for the
 // system to settle, and fails on any FAIL.
-func checkInvariants(t testing.TB, dir string) {
+func checkInvariants(t testing.TB, d deployment) {
 	t.Helper()
 	ctx := context.Background()
 	var results []check.Result
 	until := waitEnd(t, 30*time.Second)
 	for {
-		results = runCheck(t, ctx, dir)
+		results = runCheck(t, ctx, d)
 		ok := true
 		for _, r := range results {
 			ok = ok && r.OK
@@ -329,26 +271,17 @@ func checkInvariants(t testing.TB, dir string) {
 	}
 }
 
-func runCheck(t testing.TB, ctx context.Context, dir string) []check.Result {
+func runCheck(t testing.TB, ctx context.Context, d deployment) []check.Result {
 	t.Helper()
-	orders, err := store.Open(ctx, "sqlite:"+filepath.Join(dir, "order.db"))
+	orders, inv, err := d.Databases(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer orders.Close()
-	inv, err := store.Open(ctx, "sqlite:"+filepath.Join(dir, "inventory.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	defer inv.Close()
 	results, err := check.Run(ctx, orders, inv)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return results
-}
-
-// startFor starts a system the test stops itself.
-func startFor(t testing.TB, dir string) (*system.System, error) {
-	return system.Start(context.Background(), testConfig(dir), brokertest.Logger(t))
 }

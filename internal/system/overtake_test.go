@@ -3,12 +3,10 @@ package system_test
 import (
 	"context"
 	"net/http"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/convergehq/converge/internal/broker"
-	"github.com/convergehq/converge/internal/broker/brokertest"
 	"github.com/convergehq/converge/internal/events"
 	"github.com/convergehq/converge/internal/store"
 )
@@ -18,30 +16,36 @@ import (
 // system ends consistent.
 //
 // With the broker down, the order is placed and cancelled, so both events
-// wait in the order service's outbox, created first. The test then starts a
-// second broker on the same store but on a port the services do not know,
-// publishes the cancel there itself under the event id the outbox gave it,
-// and stops that broker again. Only then does the system's broker come
-// back: whatever the relay publishes lands after the cancel, and its own
-// copy of the cancel is dropped as a duplicate. No step races the relay.
+// wait in the order service's outbox, created first. The test then
+// publishes the cancel itself, under the event id the outbox gave it, while
+// the relays cannot publish (embedded: through a second broker on the same
+// store, on a port the services do not know; cluster: with the order
+// instances stopped). Only then do the relays publish: whatever they send
+// lands after the cancel, and their copy of the cancel is dropped as a
+// duplicate. No step races the relay.
 func TestCancelOvertakesCreated(t *testing.T) {
-	dir := t.TempDir()
-	sys := startIn(t, dir)
+	sys := start(t)
 	c := newClient(t, sys)
 	c.setStock("A-1", 10)
 
-	sys.StopBroker()
+	if err := sys.StopBroker(); err != nil {
+		t.Fatal(err)
+	}
 	o := c.place("c-1", item{"A-1", 2})
 	if r := c.do("POST", "/api/v1/orders/"+o.ID+"/cancel", nil); r.Status != http.StatusAccepted {
 		t.Fatalf("cancel: status %d, want 202: %s", r.Status, r.Body)
 	}
-	orders, inv := readDB(t, dir, "order"), readDB(t, dir, "inventory")
+	orders, inv := databases(t, sys)
 	pending := outboxOf(t, orders, o.ID)
 	if len(pending) != 2 || pending[0].Type != string(events.OrderCreated) || pending[1].Type != string(events.OrderCancelled) {
 		t.Fatalf("outbox of order %s: got %+v, want its created then its cancelled event", o.ID, pending)
 	}
 	created, cancel := pending[0], pending[1]
-	publishAside(t, filepath.Join(dir, "broker"), cancel)
+	header := map[string]string{"Content-Type": "application/cloudevents+json"}
+	if cancel.TraceParent != "" {
+		header["traceparent"] = cancel.TraceParent
+	}
+	sys.PublishAhead(t, broker.Message{ID: cancel.ID, Subject: cancel.Subject, Data: cancel.Payload, Header: header})
 	if err := sys.StartBroker(); err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +76,7 @@ func TestCancelOvertakesCreated(t *testing.T) {
 	if n := queryInt(t, inv, `SELECT count(*) FROM reservation_items WHERE order_id = $1`, o.ID); n != 0 {
 		t.Fatalf("reservation items of %s: got %d, want 0", o.ID, n)
 	}
-	checkInvariants(t, dir)
+	checkInvariants(t, sys)
 }
 
 // outboxRow is an event in the order service's outbox, as the relay
@@ -110,41 +114,18 @@ func outboxOf(t testing.TB, db *store.DB, orderID string) []outboxRow {
 	return out
 }
 
-// publishAside publishes r as the relay would, with the same message id,
-// subject, payload and headers, through a broker of its own on the store
-// under storeDir, which nothing else may be using.
-func publishAside(t testing.TB, storeDir string, r outboxRow) {
+// databases opens the deployment's two databases for the rest of the test.
+func databases(t testing.TB, d deployment) (orders, inventory *store.DB) {
 	t.Helper()
-	ctx := context.Background()
-	srv, err := broker.StartServer(broker.ServerConfig{Dir: storeDir}, brokertest.Logger(t))
-	if err != nil {
-		t.Fatalf("start a broker on the system's store: %v", err)
-	}
-	defer srv.Shutdown()
-	conn, err := broker.Connect(ctx, srv.ClientURL(), "overtaker", brokertest.Logger(t))
+	orders, inventory, err := d.Databases(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
-	header := map[string]string{"Content-Type": "application/cloudevents+json"}
-	if r.TraceParent != "" {
-		header["traceparent"] = r.TraceParent
-	}
-	if err := conn.PublishBatch(ctx, []broker.Message{{ID: r.ID, Subject: r.Subject, Data: r.Payload, Header: header}}); err != nil {
-		t.Fatalf("publish %s %s: %v", r.Type, r.ID, err)
-	}
-}
-
-// readDB opens the named database of the system in dir for the rest of
-// the test.
-func readDB(t testing.TB, dir, name string) *store.DB {
-	t.Helper()
-	db, err := store.Open(context.Background(), "sqlite:"+filepath.Join(dir, name+".db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	return db
+	t.Cleanup(func() {
+		orders.Close()
+		inventory.Close()
+	})
+	return orders, inventory
 }
 
 func queryInt(t testing.TB, db *store.DB, q string, args ...any) int {

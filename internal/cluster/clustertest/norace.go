@@ -1,5 +1,5 @@
 //go:build !race
 
-package cluster_test
+package clustertest
 
 const race = false
