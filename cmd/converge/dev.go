@@ -68,7 +68,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
   order service   %s
   inventory       %s
   NATS JetStream  %s   (nats --server %s stream ls)
-  metrics         GET /metrics on each URL above but NATS's; the broker's: %s/metrics
+  metrics         GET /metrics on each URL above but NATS's%s
   data            %s
 
   API key         %s
@@ -79,7 +79,7 @@ Try:
     -d '{"customer_id":"c-1","items":[{"sku":"A-1","quantity":2}]}'
 
 Ctrl-C stops it; a second run resumes where this one stopped.
-`, sys.LBURL, sys.GatewayURLs, sys.OrderURL, sys.InventoryURL, sys.BrokerURL, sys.BrokerURL, sys.BrokerMetricsURL, cfg.DataDir,
+`, sys.LBURL, sys.GatewayURLs, sys.OrderURL, sys.InventoryURL, sys.BrokerURL, sys.BrokerURL, brokerMetrics(sys.BrokerMetricsURL), cfg.DataDir,
 		sys.APIKey, sys.LBURL, sys.APIKey)
 
 	var runErr error
@@ -165,4 +165,13 @@ Ctrl-C stops every process: the load balancer first, the brokers last.
 			}
 		}
 	}
+}
+
+// brokerMetrics says where the embedded broker's metrics are; a broker of
+// one's own (--nats) serves its own.
+func brokerMetrics(url string) string {
+	if url == "" {
+		return ""
+	}
+	return "; the broker's: " + url + "/metrics"
 }
