@@ -81,7 +81,8 @@ func TestCompose(t *testing.T) {
 			t.Errorf("%s: no healthcheck", name)
 		}
 	}
-	want := map[string]int{"postgres": 1, "redis": 1, "broker": 3, "setup": 1, "order": 2, "inventory": 2, "gateway": 2, "lb": 1}
+	want := map[string]int{"postgres": 1, "redis": 1, "broker": 3, "setup": 1, "order": 2, "inventory": 2, "gateway": 2, "lb": 1,
+		"prometheus": 1, "grafana": 1}
 	for role, n := range want {
 		if len(byRole[role]) != n {
 			t.Errorf("%d %s services (%v), want %d", len(byRole[role]), role, byRole[role], n)
@@ -221,14 +222,24 @@ func TestCompose(t *testing.T) {
 	lists("gateway", "CONVERGE_INVENTORY_URL", "inventory")
 	lists("lb", "CONVERGE_GATEWAY_URL", "gateway")
 
-	// Only the load balancer is published.
+	// Only the load balancer is published; Prometheus and Grafana on the
+	// host's loopback only.
 	for name, s := range c.Services {
-		if s.role(name) == "lb" {
+		switch s.role(name) {
+		case "lb":
 			if !slices.Contains(s.Ports, "8080:8080") {
 				t.Errorf("%s: ports %v, want 8080:8080", name, s.Ports)
 			}
-		} else if len(s.Ports) > 0 {
-			t.Errorf("%s publishes %v; only the load balancer should", name, s.Ports)
+		case "prometheus", "grafana":
+			for _, p := range s.Ports {
+				if !strings.HasPrefix(p, "127.0.0.1:") {
+					t.Errorf("%s publishes %s beyond the host's loopback", name, p)
+				}
+			}
+		default:
+			if len(s.Ports) > 0 {
+				t.Errorf("%s publishes %v; only the load balancer should", name, s.Ports)
+			}
 		}
 	}
 }

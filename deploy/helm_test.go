@@ -486,6 +486,11 @@ func checkDeployment(t *testing.T, d *appsv1.Deployment, role string, rv roleVal
 			t.Errorf("%s: a read-only root file system and no /tmp", role)
 		}
 	}
+	// A Prometheus that discovers pods by annotation finds /metrics.
+	a := d.Spec.Template.Annotations
+	if port := fmt.Sprint(rv.Port); a["prometheus.io/scrape"] != "true" || a["prometheus.io/port"] != port || a["prometheus.io/path"] != "/metrics" {
+		t.Errorf("%s: pod annotations %v, want prometheus.io/scrape true, port %s, path /metrics", role, a, port)
+	}
 }
 
 func checkProbe(t *testing.T, role, kind string, p *corev1.Probe, path string) {

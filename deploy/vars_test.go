@@ -25,7 +25,7 @@ var knownVariables = func() map[string][]string {
 		"gateway":   {"addr", "api-key", "order-url", "inventory-url", "log-level"},
 		"lb":        {"addr", "gateway-url", "lb-policy", "log-level"},
 		"broker": {"data", "host", "port", "name", "cluster-name", "cluster-port", "routes",
-			"user", "password", "route-user", "route-password", "sync", "log-level"},
+			"user", "password", "route-user", "route-password", "sync", "metrics-addr", "log-level"},
 		"setup": append([]string{"replicas", "log-level"}, nats...),
 	}
 	vars := map[string][]string{}

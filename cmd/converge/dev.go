@@ -68,6 +68,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
   order service   %s
   inventory       %s
   NATS JetStream  %s   (nats --server %s stream ls)
+  metrics         GET /metrics on each URL above but NATS's%s
   data            %s
 
   API key         %s
@@ -78,7 +79,7 @@ Try:
     -d '{"customer_id":"c-1","items":[{"sku":"A-1","quantity":2}]}'
 
 Ctrl-C stops it; a second run resumes where this one stopped.
-`, sys.LBURL, sys.GatewayURLs, sys.OrderURL, sys.InventoryURL, sys.BrokerURL, sys.BrokerURL, cfg.DataDir,
+`, sys.LBURL, sys.GatewayURLs, sys.OrderURL, sys.InventoryURL, sys.BrokerURL, sys.BrokerURL, brokerMetrics(sys.BrokerMetricsURL), cfg.DataDir,
 		sys.APIKey, sys.LBURL, sys.APIKey)
 
 	var runErr error
@@ -131,9 +132,9 @@ func runCluster(ctx context.Context, cfg system.Config, restart bool, log *slog.
 		return fmt.Errorf("dev: %w", err)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "converge is running: the cluster topology\n\nROLE\tINSTANCE\tPID\tADDRESS\tLOG")
+	fmt.Fprintln(tw, "converge is running: the cluster topology\n\nROLE\tINSTANCE\tPID\tADDRESS\tMETRICS\tLOG")
 	for _, p := range c.Processes() {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", p.Role, p.Name, p.PID(), p.Addr, p.Log)
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", p.Role, p.Name, p.PID(), p.Addr, p.Metrics, p.Log)
 	}
 	tw.Flush()
 	first, _, _ := strings.Cut(c.NATSURL, ",")
@@ -164,4 +165,13 @@ Ctrl-C stops every process: the load balancer first, the brokers last.
 			}
 		}
 	}
+}
+
+// brokerMetrics says where the embedded broker's metrics are; a broker of
+// one's own (--nats) serves its own.
+func brokerMetrics(url string) string {
+	if url == "" {
+		return ""
+	}
+	return "; the broker's: " + url + "/metrics"
 }

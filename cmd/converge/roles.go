@@ -105,7 +105,7 @@ func brokerCommand() roleCommand {
 			if err != nil {
 				return nil, "", err
 			}
-			return b, "NATS JetStream on " + b.ClientURL(), nil
+			return b, "NATS JetStream on " + b.ClientURL() + ", metrics on " + b.MetricsURL() + "/metrics", nil
 		}}
 }
 

@@ -397,3 +397,30 @@ func (cfg ServerConfig) Validate() error {
 	_, _, err := cfg.withDefaults()
 	return err
 }
+
+// Stats is what a broker node tells of itself: its clients, the messages
+// it moved since it started, and what its JetStream holds.
+type Stats struct {
+	Connections       int
+	InMsgs, OutMsgs   int64 // since the node started
+	InBytes, OutBytes int64
+	Streams           int    // stream replicas on this node
+	Consumers         int    // consumer replicas on this node
+	Messages          uint64 // messages in this node's streams
+	Bytes             uint64 // bytes in this node's streams
+}
+
+// Stats reads the node's figures; it asks nothing of the network.
+func (s *Server) Stats() (Stats, error) {
+	v, err := s.ns.Varz(nil)
+	if err != nil {
+		return Stats{}, fmt.Errorf("broker stats: %w", err)
+	}
+	st := Stats{Connections: v.Connections, InMsgs: v.InMsgs, OutMsgs: v.OutMsgs, InBytes: v.InBytes, OutBytes: v.OutBytes}
+	js, err := s.ns.Jsz(nil)
+	if err != nil {
+		return Stats{}, fmt.Errorf("broker stats: jetstream: %w", err)
+	}
+	st.Streams, st.Consumers, st.Messages, st.Bytes = js.Streams, js.Consumers, js.Messages, js.Bytes
+	return st, nil
+}

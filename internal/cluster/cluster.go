@@ -68,10 +68,11 @@ func (cfg Config) Validate() error {
 
 // Process is one process of the cluster.
 type Process struct {
-	Role string // broker, order, inventory, gateway, lb
-	Name string // unique: broker-1, order-2, ...
-	Addr string // host:port it serves on (clients for a broker)
-	Log  string // file its output goes to
+	Role    string // broker, order, inventory, gateway, lb
+	Name    string // unique: broker-1, order-2, ...
+	Addr    string // host:port it serves on (clients for a broker)
+	Metrics string // URL of its Prometheus metrics
+	Log     string // file its output goes to
 
 	args []string
 	env  []string
@@ -169,6 +170,10 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Cluster, err e
 	if err != nil {
 		return nil, err
 	}
+	metricsPorts, err := freePorts(cfg.Brokers)
+	if err != nil {
+		return nil, err
+	}
 	var clientURLs []string
 	for i := range cfg.Brokers {
 		clientURLs = append(clientURLs, "nats://127.0.0.1:"+strconv.Itoa(clientPorts[i]))
@@ -182,12 +187,15 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Cluster, err e
 			}
 		}
 		name := fmt.Sprintf("broker-%d", i+1)
-		c.add("broker", name, "127.0.0.1:"+strconv.Itoa(clientPorts[i]),
+		metricsAddr := "127.0.0.1:" + strconv.Itoa(metricsPorts[i])
+		p := c.add("broker", name, "127.0.0.1:"+strconv.Itoa(clientPorts[i]),
 			[]string{"broker", "--data", filepath.Join(cfg.DataDir, name), "--port", strconv.Itoa(clientPorts[i]),
 				"--name", name, "--cluster-name", "converge", "--cluster-port", strconv.Itoa(clusterPorts[i]),
-				"--routes", strings.Join(routes, ","), "--sync=" + strconv.FormatBool(cfg.BrokerSync)},
+				"--routes", strings.Join(routes, ","), "--sync=" + strconv.FormatBool(cfg.BrokerSync),
+				"--metrics-addr", metricsAddr},
 			"CONVERGE_USER="+c.NATSUser, "CONVERGE_PASSWORD="+c.NATSPassword,
 			"CONVERGE_ROUTE_USER=route", "CONVERGE_ROUTE_PASSWORD="+routePassword)
+		p.Metrics = "http://" + metricsAddr + "/metrics"
 	}
 	if err := c.startTier(ctx, "broker", tcpUp); err != nil {
 		return nil, err
@@ -278,12 +286,16 @@ func (c *Cluster) setup(ctx context.Context) error {
 	return nil
 }
 
-func (c *Cluster) add(roleName, name, addr string, args []string, env ...string) {
-	c.procs = append(c.procs, &Process{
-		Role: roleName, Name: name, Addr: addr,
+// add adds a process to start; its metrics are at its address unless the
+// caller says otherwise.
+func (c *Cluster) add(roleName, name, addr string, args []string, env ...string) *Process {
+	p := &Process{
+		Role: roleName, Name: name, Addr: addr, Metrics: "http://" + addr + "/metrics",
 		Log:  filepath.Join(c.cfg.DataDir, "logs", name+".log"),
 		args: args, env: env,
-	})
+	}
+	c.procs = append(c.procs, p)
+	return p
 }
 
 // startTier starts every process of a role and waits until each is up.

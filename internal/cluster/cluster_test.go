@@ -24,6 +24,7 @@ import (
 	"github.com/convergehq/converge/internal/cluster"
 	"github.com/convergehq/converge/internal/cluster/clustertest"
 	"github.com/convergehq/converge/internal/events"
+	"github.com/convergehq/converge/internal/metrics/metricstest"
 	"github.com/convergehq/converge/internal/store"
 	"github.com/convergehq/converge/internal/store/storetest"
 )
@@ -322,6 +323,39 @@ func TestCluster(t *testing.T) {
 		onHand, reserved := e.reserved("HOT")
 		if reserved != confirmed || reserved > onHand {
 			t.Errorf("HOT: on_hand %d reserved %d with %d orders CONFIRMED; want reserved = confirmed <= on_hand", onHand, reserved, confirmed)
+		}
+	})
+
+	// Each order instance counts what it did; together they count every
+	// order of the race once, and each broker node serves its own figures.
+	t.Run("metrics add up across instances", func(t *testing.T) {
+		var placed, final, orders float64
+		for _, name := range []string{"order-1", "order-2"} {
+			f := metricstest.Scrape(t, e.c.Process(name).Metrics)
+			placed += f.Sum("converge_http_request_duration_seconds_count", "route", "POST /api/v1/orders", "status", "202")
+			final += f.Sum("converge_order_final_seconds_count")
+			if f.Series("converge_db_transaction_duration_seconds", "engine", "postgres") == 0 || f.Series("converge_cache_lookups_total", "cache", "redis") == 0 {
+				t.Errorf("%s: no transactions on postgres or no lookups of the redis cache", name)
+			}
+			if name == "order-1" {
+				orders = f.Sum("converge_orders") // one database: every instance counts the same
+			}
+		}
+		if placed != 1000 || final != 1000 || orders != 1000 {
+			t.Errorf("order instances: %v placed, %v reached a final status, %v orders in DB A; want 1000 each", placed, final, orders)
+		}
+		lb := metricstest.Scrape(t, e.c.Process("lb").Metrics)
+		if got := lb.Sum("converge_backend_up", "pool", "gateway"); got != 2 {
+			t.Errorf("load balancer: %v gateways up, want 2", got)
+		}
+		for _, p := range e.c.Processes() {
+			if p.Role != "broker" {
+				continue
+			}
+			f := metricstest.Scrape(t, p.Metrics)
+			if f.Sum("converge_broker_up") != 1 || f.Sum("converge_broker_streams") != 3 {
+				t.Errorf("%s: up %v with %v streams, want 1 with 3", p.Name, f.Sum("converge_broker_up"), f.Sum("converge_broker_streams"))
+			}
 		}
 	})
 

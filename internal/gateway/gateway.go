@@ -57,6 +57,7 @@ type Gateway struct {
 	keyHash [sha256.Size]byte
 	log     *slog.Logger
 	pools   []*lb.Pool // one per upstream, for Run
+	names   []string   // the upstream of each pool
 }
 
 // New checks cfg and builds a Gateway. A nil log discards log records.
@@ -81,6 +82,7 @@ func New(cfg Config, log *slog.Logger) (*Gateway, error) {
 		keyHash: sha256.Sum256([]byte(cfg.APIKey)),
 		log:     log,
 		pools:   []*lb.Pool{orders, inventory},
+		names:   []string{cfg.Orders.Name, cfg.Inventory.Name},
 	}
 	g.handler = g.routes(g.proxy(orders, cfg.Orders), g.proxy(inventory, cfg.Inventory))
 	return g, nil
@@ -93,6 +95,16 @@ func (g *Gateway) Run(ctx context.Context) {
 		wg.Go(func() { p.Run(ctx) })
 	}
 	wg.Wait()
+}
+
+// Status lists the instances of every upstream, by upstream name, and
+// whether each is in rotation.
+func (g *Gateway) Status() map[string][]lb.BackendStatus {
+	out := make(map[string][]lb.BackendStatus, len(g.pools))
+	for i, p := range g.pools {
+		out[g.names[i]] = p.Status()
+	}
+	return out
 }
 
 // ServeHTTP serves one request.

@@ -73,10 +73,14 @@ func New(cfg Config, log *slog.Logger) (*Balancer, error) {
 // Healthy returns the URLs of the backends now in rotation, in config order.
 func (b *Balancer) Healthy() []string { return b.pool.Healthy() }
 
+// Status lists every gateway instance and whether it is in rotation.
+func (b *Balancer) Status() []BackendStatus { return b.pool.Status() }
+
 // ServeHTTP answers /healthz and /readyz itself and proxies everything else.
 func (b *Balancer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch r.URL.Path {
 	case "/healthz", "/readyz":
+		web.SetRoute(r, r.URL.Path)
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			w.Header().Set("Allow", "GET, HEAD")
 			web.WriteProblem(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s is not allowed on %s", r.Method, r.URL.Path))
@@ -88,6 +92,7 @@ func (b *Balancer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		web.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	default:
+		web.SetRoute(r, "proxy")
 		b.proxy.ServeHTTP(w, r)
 	}
 }

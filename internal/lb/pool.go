@@ -174,6 +174,21 @@ func (p *Pool) Healthy() []string {
 	return urls
 }
 
+// BackendStatus is one backend and whether it is in rotation.
+type BackendStatus struct {
+	URL string
+	Up  bool
+}
+
+// Status lists every backend and whether it is in rotation, in config order.
+func (p *Pool) Status() []BackendStatus {
+	out := make([]BackendStatus, len(p.backends))
+	for i, be := range p.backends {
+		out[i] = BackendStatus{URL: be.url.String(), Up: be.healthy.Load()}
+	}
+	return out
+}
+
 // AnyHealthy reports whether at least one backend is in rotation.
 func (p *Pool) AnyHealthy() bool {
 	for _, be := range p.backends {

@@ -324,3 +324,39 @@ func TestApplyBatch(t *testing.T) {
 		t.Errorf("ApplyBatch(nil): got %v, want no errors", errs)
 	}
 }
+
+// OnFinal hears of each order once, when the move out of PENDING commits:
+// not for the batch transaction that a bad event rolled back, not for a
+// repeat, not for a confirmed order cancelled later.
+func TestOnFinalReportsEachOrderOnce(t *testing.T) {
+	e := newEnv(t)
+	type final struct {
+		to        order.Status
+		createdAt time.Time
+	}
+	var got []final
+	e.svc.OnFinal(func(to order.Status, createdAt time.Time) { got = append(got, final{to, createdAt}) })
+
+	a, b, c, d := e.place(t, "a"), e.place(t, "b"), e.place(t, "c"), e.place(t, "d")
+	e.cancel(t, d.ID) // PENDING -> CANCELLED
+	batch := []events.Envelope{
+		reserved(t, a.ID),
+		rejected(t, b.ID, events.ReasonInsufficientStock),
+		reserved(t, uuid.Must(uuid.NewV7()).String()), // unknown: the batch falls back to one transaction each
+		reserved(t, d.ID), // cancelled already
+	}
+	e.svc.ApplyBatch(context.Background(), batch)
+	e.svc.ApplyBatch(context.Background(), batch[:2]) // redelivered
+	e.apply(t, reserved(t, c.ID))
+	e.cancel(t, c.ID) // CONFIRMED -> CANCELLED: c was final already
+
+	want := []final{{order.Cancelled, d.CreatedAt}, {order.Confirmed, a.CreatedAt}, {order.Rejected, b.CreatedAt}, {order.Confirmed, c.CreatedAt}}
+	if len(got) != len(want) {
+		t.Fatalf("OnFinal heard %v, want %v", got, want)
+	}
+	for i := range want {
+		if got[i].to != want[i].to || !got[i].createdAt.Equal(want[i].createdAt.Truncate(time.Microsecond)) {
+			t.Errorf("OnFinal %d: got %v, want %v", i, got[i], want[i])
+		}
+	}
+}

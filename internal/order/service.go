@@ -38,6 +38,30 @@ type Service struct {
 	// changed, if set, tells the other instances which orders this one
 	// changed, so that their Waits wake too (see OnChange).
 	changed func(ids []string)
+	// final, if set, is told of every order this instance moved out of
+	// PENDING (see OnFinal).
+	final func(to Status, createdAt time.Time)
+}
+
+// OnFinal makes the service call f after each commit that moved an order
+// out of PENDING (a reply applied, or a cancel), with the order's new
+// status and when it was placed. Metrics use it for order -> final latency.
+func (s *Service) OnFinal(f func(to Status, createdAt time.Time)) { s.final = f }
+
+// finalOrder is an order a transaction moved out of PENDING.
+type finalOrder struct {
+	to        Status
+	createdAt time.Time
+}
+
+// reportFinal tells OnFinal's f about orders whose move committed.
+func (s *Service) reportFinal(fs []finalOrder) {
+	if s.final == nil {
+		return
+	}
+	for _, f := range fs {
+		s.final(f.to, f.createdAt)
+	}
 }
 
 // OnChange makes the service call f with the ids of the orders each commit
@@ -259,6 +283,7 @@ func (s *Service) List(ctx context.Context, f Filter) (Page, error) {
 // what it holds. Cancelling a cancelled order changes nothing (changed is
 // false); a rejected order cannot be cancelled (ErrConflict).
 func (s *Service) Cancel(ctx context.Context, id, traceparent string) (o Order, changed bool, err error) {
+	var wasPending bool
 	err = s.store.Update(ctx, func(tx Tx) error {
 		changed = false // a transaction run again starts over
 		o, err = tx.Get(ctx, id)
@@ -280,6 +305,7 @@ func (s *Service) Cancel(ctx context.Context, id, traceparent string) (o Order, 
 			return err
 		}
 		e.TraceParent = traceparent
+		wasPending = o.Status == Pending
 		o.Status, o.UpdatedAt, changed = Cancelled, now, true
 		return tx.Emit(ctx, e)
 	})
@@ -287,6 +313,9 @@ func (s *Service) Cancel(ctx context.Context, id, traceparent string) (o Order, 
 		return Order{}, false, fmt.Errorf("cancel order %s: %w", id, err)
 	}
 	if changed {
+		if wasPending {
+			s.reportFinal([]finalOrder{{to: Cancelled, createdAt: o.CreatedAt}})
+		}
 		s.notify()
 		s.waiters.wake(id)
 		if s.changed != nil {
@@ -307,12 +336,31 @@ func (s *Service) Apply(ctx context.Context, e events.Envelope) error {
 // a cancelled order changes nothing here (the cancel event makes inventory
 // release it).
 func (s *Service) ApplyBatch(ctx context.Context, es []events.Envelope) []error {
-	var touched []string
-	errs := inbox.ApplyBatch(ctx, s.store.Update, es, func(ctx context.Context, tx Tx, e events.Envelope) error {
-		id, err := s.apply(ctx, tx, e)
+	var (
+		touched []string
+		// finals collects what the transaction running now moved out of
+		// PENDING; committed, what the committed ones did.
+		finals, committed []finalOrder
+	)
+	update := func(ctx context.Context, fn func(Tx) error) error {
+		err := s.store.Update(ctx, func(tx Tx) error {
+			finals = finals[:0] // a transaction run again starts over
+			return fn(tx)
+		})
+		if err == nil {
+			committed = append(committed, finals...)
+		}
+		return err
+	}
+	errs := inbox.ApplyBatch(ctx, update, es, func(ctx context.Context, tx Tx, e events.Envelope) error {
+		id, f, err := s.apply(ctx, tx, e)
 		touched = append(touched, id)
+		if err == nil && f.to != "" {
+			finals = append(finals, f)
+		}
 		return err
 	})
+	s.reportFinal(committed)
 	// Waking a waiter whose order did not move (its transaction rolled
 	// back) is harmless: Wait reads the order again.
 	s.Wake(touched...)
@@ -322,7 +370,7 @@ func (s *Service) ApplyBatch(ctx context.Context, es []events.Envelope) []error 
 	return errs
 }
 
-func (s *Service) apply(ctx context.Context, tx Tx, e events.Envelope) (orderID string, err error) {
+func (s *Service) apply(ctx context.Context, tx Tx, e events.Envelope) (orderID string, final finalOrder, err error) {
 	var (
 		to     Status
 		reason string
@@ -331,35 +379,38 @@ func (s *Service) apply(ctx context.Context, tx Tx, e events.Envelope) (orderID 
 	case events.StockReserved:
 		var d events.StockReservedData
 		if err := e.DecodeData(&d); err != nil {
-			return "", err
+			return "", finalOrder{}, err
 		}
 		orderID, to = d.OrderID, Confirmed
 	case events.StockRejected:
 		var d events.StockRejectedData
 		if err := e.DecodeData(&d); err != nil {
-			return "", err
+			return "", finalOrder{}, err
 		}
 		orderID, to, reason = d.OrderID, Rejected, d.Reason
 	case events.StockReleased:
 		var d events.StockReleasedData
 		if err := e.DecodeData(&d); err != nil {
-			return "", err
+			return "", finalOrder{}, err
 		}
 		orderID = d.OrderID
 	default:
-		return "", fmt.Errorf("%w: the order service does not consume %s", events.ErrUnknown, e.Type)
+		return "", finalOrder{}, fmt.Errorf("%w: the order service does not consume %s", events.ErrUnknown, e.Type)
 	}
 	fresh, err := tx.Claim(ctx, e)
 	if err != nil || !fresh {
-		return orderID, err
+		return orderID, finalOrder{}, err
 	}
 	o, err := tx.Get(ctx, orderID)
 	if errors.Is(err, ErrNotFound) {
 		// A reply for an order DB A never had: retrying cannot help.
-		return orderID, fmt.Errorf("%w: %w", events.ErrUnknown, err)
+		return orderID, finalOrder{}, fmt.Errorf("%w: %w", events.ErrUnknown, err)
 	}
 	if err != nil || to == "" || o.Status != Pending {
-		return orderID, err
+		return orderID, finalOrder{}, err
 	}
-	return orderID, tx.SetStatus(ctx, orderID, Pending, to, reason, s.now().UTC())
+	if err := tx.SetStatus(ctx, orderID, Pending, to, reason, s.now().UTC()); err != nil {
+		return orderID, finalOrder{}, err
+	}
+	return orderID, finalOrder{to: to, createdAt: o.CreatedAt}, nil
 }

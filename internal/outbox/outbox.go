@@ -6,6 +6,7 @@ package outbox
 
 import (
 	"context"
+	"database/sql"
 	"embed"
 	"encoding/json"
 	"fmt"
@@ -37,4 +38,20 @@ func Add(ctx context.Context, tx *store.Tx, e events.Envelope) error {
 		return fmt.Errorf("outbox add %s %s: %w", e.Type, e.ID, err)
 	}
 	return nil
+}
+
+// Backlog counts the rows not yet published and says when the oldest of
+// them was written (zero when there are none). It reads the partial index
+// of unpublished rows, so it costs what the backlog is long.
+func Backlog(ctx context.Context, db *store.DB) (rows int64, oldest time.Time, err error) {
+	var first sql.NullInt64
+	err = db.QueryRowContext(ctx, `SELECT COUNT(*), (SELECT created_at FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT 1)
+		FROM outbox WHERE published_at IS NULL`).Scan(&rows, &first)
+	if err != nil {
+		return 0, time.Time{}, fmt.Errorf("outbox backlog: %w", err)
+	}
+	if first.Valid {
+		oldest = time.UnixMicro(first.Int64)
+	}
+	return rows, oldest, nil
 }

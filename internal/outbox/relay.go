@@ -25,6 +25,9 @@ type RelayConfig struct {
 	Lease time.Duration
 	// Holder names this relay in the lease; default host-pid-random.
 	Holder string
+	// Observe, if set, is told of every batch the relay published (n rows,
+	// err nil) or failed to publish (err set); metrics use it.
+	Observe func(n int, err error)
 }
 
 // leaseName is the one lease per outbox. A later design can split the
@@ -228,7 +231,14 @@ var errLeaseLost = errors.New("outbox lease ran out before publishing")
 
 // flush publishes one batch of the oldest unpublished rows and marks them.
 // It returns how many rows it published.
-func (r *Relay) flush(ctx context.Context) (int, error) {
+func (r *Relay) flush(ctx context.Context) (n int, err error) {
+	if r.cfg.Observe != nil {
+		defer func() {
+			if n > 0 || err != nil {
+				r.cfg.Observe(n, err)
+			}
+		}()
+	}
 	rows, err := r.db.QueryContext(ctx, `SELECT seq, event_id, subject, payload, traceparent
 		FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT $1`, r.cfg.Batch)
 	if err != nil {

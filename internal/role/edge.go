@@ -13,6 +13,7 @@ import (
 
 	"github.com/convergehq/converge/internal/gateway"
 	"github.com/convergehq/converge/internal/lb"
+	"github.com/convergehq/converge/internal/metrics"
 )
 
 // Timeouts a gateway applies per upstream. Orders allow for ?wait=30s.
@@ -107,7 +108,9 @@ func StartGateway(ctx context.Context, cfg GatewayConfig, log *slog.Logger) (*Ed
 	hctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	e := &Edge{http: srv, failed: make(chan error, 1), stop: stop}
 	e.wg.Go(func() { gw.Run(hctx) })
-	srv.serve(gw, e.failed)
+	reg := metrics.New("gateway")
+	metrics.Backends(reg, func() []metrics.Backend { return poolBackends(gw.Status()) })
+	srv.serve(instrument(reg, gw, log), e.failed)
 	return e, nil
 }
 
@@ -158,7 +161,11 @@ func startLB(ctx context.Context, addr string, backends []*url.URL, policy strin
 	hctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	e := &Edge{http: srv, bal: bal, failed: make(chan error, 1), stop: stop}
 	e.wg.Go(func() { bal.Run(hctx) })
-	srv.serve(bal, e.failed)
+	reg := metrics.New("lb")
+	metrics.Backends(reg, func() []metrics.Backend {
+		return poolBackends(map[string][]lb.BackendStatus{"gateway": bal.Status()})
+	})
+	srv.serve(instrument(reg, bal, log), e.failed)
 	return e, nil
 }
 

@@ -45,6 +45,7 @@ func StartOrder(ctx context.Context, cfg OrderConfig, log *slog.Logger) (*Servic
 	s.prune = append(s.prune, pruner{what: "idempotency keys", retention: ordersql.IdempotencyRetention, prune: st.PruneIdempotencyKeys}, s.streamPruner(events.OrdersStream))
 	svc := order.NewService(ordercache.New(st, s.cache, cfg.CacheTTL, log), s.notify, log)
 	s.drain = svc.Drain
+	orderMetrics(s.metrics, st, svc)
 	// A GET ?wait= held here wakes when any instance changes its order.
 	svc.OnChange(func(ids []string) {
 		if err := s.conn.Signal(orderChanged, []byte(strings.Join(ids, " "))); err != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/convergehq/converge/internal/broker"
 	"github.com/convergehq/converge/internal/cache"
 	"github.com/convergehq/converge/internal/inbox"
+	"github.com/convergehq/converge/internal/metrics"
 	"github.com/convergehq/converge/internal/outbox"
 	"github.com/convergehq/converge/internal/store"
 )
@@ -80,9 +81,10 @@ type Service struct {
 	closeCache  io.Closer
 	conn        *broker.Conn
 	relay       *outbox.Relay
-	drain       func()       // releases requests held open (GET ?wait=), if the service has any
-	notify      func()       // wakes the relay that holds the lease, wherever it runs
-	stopSignals func() error // ends the subscription to outbox signals
+	metrics     *metrics.Registry // served at /metrics
+	drain       func()            // releases requests held open (GET ?wait=), if the service has any
+	notify      func()            // wakes the relay that holds the lease, wherever it runs
+	stopSignals func() error      // ends the subscription to outbox signals
 	// onShutdown, if set, runs once the service takes no more requests.
 	onShutdown func()
 	failed     chan error
@@ -107,7 +109,7 @@ func openService(ctx context.Context, name string, cfg ServiceConfig, log *slog.
 	if cfg.Instance == "" {
 		cfg.Instance = defaultInstance(name)
 	}
-	s := &Service{name: name, log: log, failed: make(chan error, 4)}
+	s := &Service{name: name, log: log, failed: make(chan error, 4), metrics: metrics.New(name)}
 	defer func() {
 		if err != nil {
 			err = errors.Join(fmt.Errorf("%s: %w", name, err), s.Shutdown(context.WithoutCancel(ctx)))
@@ -119,16 +121,18 @@ func openService(ctx context.Context, name string, cfg ServiceConfig, log *slog.
 	if s.db, err = store.Open(ctx, cfg.DB); err != nil {
 		return nil, err
 	}
+	s.db.Observe(metrics.DB(s.metrics, name, s.db.Engine()))
 	if s.cache, s.closeCache, err = cache.Open(ctx, cfg.Cache, cfg.CachePrefix+name+":", cacheEntries); err != nil {
 		return nil, err
 	}
+	s.cache = metrics.Cache(s.metrics, s.cache, cacheKind(cfg.Cache))
 	if s.conn, err = cfg.NATS.connect(ctx, "converge-"+cfg.Instance, log); err != nil {
 		return nil, err
 	}
 	// The lease names the process, not only the instance: two processes
 	// given the same --instance must not both hold it.
 	holder := cfg.Instance + "-" + strings.ToLower(rand.Text()[:6])
-	s.relay = outbox.NewRelay(s.db, s.conn, log, outbox.RelayConfig{Lease: cfg.RelayLease, Holder: holder})
+	s.relay = outbox.NewRelay(s.db, s.conn, log, outbox.RelayConfig{Lease: cfg.RelayLease, Holder: holder, Observe: metrics.Relay(s.metrics)})
 	s.prune = []pruner{
 		{what: "published outbox rows", retention: outbox.Retention, prune: func(ctx context.Context, before time.Time) (int64, error) { return outbox.Prune(ctx, s.db, before) }},
 		{what: "inbox rows", retention: inbox.Retention, prune: func(ctx context.Context, before time.Time) (int64, error) { return inbox.Prune(ctx, s.db, before) }},
@@ -165,7 +169,8 @@ func (s *Service) run(cc broker.ConsumerConfig, h broker.BatchHandler, api http.
 			}
 		}
 	})
-	s.http.serve(api, s.failed)
+	s.serviceMetrics(cc)
+	s.http.serve(instrument(s.metrics, api, s.log), s.failed)
 }
 
 // ready is the service's readiness: it can serve its own requests when its

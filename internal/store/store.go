@@ -34,7 +34,23 @@ type DB struct {
 	// never wait for the single writer; for PostgreSQL the same pool.
 	write *sql.DB
 	read  *sql.DB
+	// observe, if set, is told of every InTx and ReadTx (see Observe).
+	observe func(kind TxKind, took time.Duration, err error)
 }
+
+// TxKind tells a write transaction (InTx) from a read one (ReadTx).
+type TxKind string
+
+// The kinds of transaction.
+const (
+	WriteTx    TxKind = "write"
+	ReadOnlyTx TxKind = "read"
+)
+
+// Observe makes db call f after every InTx and ReadTx with how long it took,
+// retries included, and the error it returned (nil once committed). Call it
+// before db is used; metrics use it.
+func (db *DB) Observe(f func(kind TxKind, took time.Duration, err error)) { db.observe = f }
 
 // Open opens the database at url: "postgres://..." or "postgresql://..."
 // (pgx), or "sqlite:PATH", "sqlite://PATH" or a bare file path. SQLite runs
@@ -156,7 +172,10 @@ const maxAttempts = 5
 // serialization conflict, fn runs again in a new transaction (at most
 // maxAttempts times), so fn must not have effects outside the transaction
 // that a second run would repeat wrongly.
-func (db *DB) InTx(ctx context.Context, fn func(tx *Tx) error) error {
+func (db *DB) InTx(ctx context.Context, fn func(tx *Tx) error) (err error) {
+	if db.observe != nil {
+		defer func(start time.Time) { db.observe(WriteTx, time.Since(start), err) }(time.Now())
+	}
 	for attempt := 1; ; attempt++ {
 		err := db.inTx(ctx, fn)
 		if err == nil || !IsConflict(err) || attempt == maxAttempts {
@@ -192,7 +211,10 @@ func (db *DB) inTx(ctx context.Context, fn func(tx *Tx) error) error {
 
 // ReadTx runs fn in a read-only transaction that sees one consistent
 // snapshot of the database, even while others write.
-func (db *DB) ReadTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+func (db *DB) ReadTx(ctx context.Context, fn func(tx *sql.Tx) error) (err error) {
+	if db.observe != nil {
+		defer func(start time.Time) { db.observe(ReadOnlyTx, time.Since(start), err) }(time.Now())
+	}
 	opts := &sql.TxOptions{ReadOnly: true}
 	if db.engine == Postgres {
 		opts.Isolation = sql.LevelRepeatableRead // one snapshot for the whole transaction

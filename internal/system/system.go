@@ -121,7 +121,11 @@ type System struct {
 	OrderURL     string
 	InventoryURL string
 	BrokerURL    string
-	APIKey       string
+	// BrokerMetricsURL serves the embedded broker's /metrics, /healthz and
+	// /readyz ("" with a broker of one's own); every other role serves them
+	// on its own URL.
+	BrokerMetricsURL string
+	APIKey           string
 	// OrderDB and InventoryDB are the databases' URLs, for the checker.
 	OrderDB, InventoryDB string
 
@@ -130,6 +134,7 @@ type System struct {
 	brokerMu   sync.Mutex
 	brokerSrv  *broker.Server
 	brokerPort int // the port it got first, kept across restarts
+	brokerHTTP *role.BrokerEndpoint
 
 	order     *role.Service
 	inventory *role.Service
@@ -181,6 +186,10 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *System, err er
 		if err := s.StartBroker(); err != nil {
 			return nil, err
 		}
+		if s.brokerHTTP, err = role.StartBrokerEndpoint("127.0.0.1:0", s.broker, s.failed, log.With("role", "broker")); err != nil {
+			return nil, err
+		}
+		s.BrokerMetricsURL = s.brokerHTTP.URL()
 		nats = role.NATS{URLs: s.BrokerURL}
 	} else {
 		s.BrokerURL = nats.URLs
@@ -281,6 +290,9 @@ func (s *System) Shutdown(ctx context.Context) error {
 	wg.Wait()
 	s.stopOnce.Do(func() { close(s.stop) })
 	s.wg.Wait()
+	if s.brokerHTTP != nil {
+		errs = append(errs, s.brokerHTTP.Shutdown(ctx))
+	}
 	s.StopBroker()
 	if s.lock != nil {
 		errs = append(errs, s.lock.Release())
@@ -310,6 +322,13 @@ func (s *System) StartBroker() error {
 	}
 	s.brokerSrv, s.brokerPort, s.BrokerURL = srv, srv.Port(), srv.ClientURL()
 	return nil
+}
+
+// broker is the embedded broker while it runs, else nil.
+func (s *System) broker() *broker.Server {
+	s.brokerMu.Lock()
+	defer s.brokerMu.Unlock()
+	return s.brokerSrv
 }
 
 // StopBroker shuts the embedded broker down; the services keep accepting

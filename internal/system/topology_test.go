@@ -69,6 +69,11 @@ type deployment interface {
 	// orders into their outboxes. StartBroker brings them back.
 	StopBroker() error
 	StartBroker() error
+	// Instances lists the base URLs of a service's instances ("order",
+	// "inventory"); BrokerEndpoints those of the broker nodes' metrics
+	// and health endpoints.
+	Instances(service string) []string
+	BrokerEndpoints() []string
 	// Broker connects a client of the test's own to the broker.
 	Broker(ctx context.Context, name string) (*broker.Conn, error)
 	// Databases opens the two services' databases.
@@ -144,6 +149,18 @@ func (e *embedded) InRotation() ([]string, error) { return e.sys.InRotation(), n
 func (e *embedded) KillGateway(i int) error       { return e.sys.KillGateway(i) }
 func (e *embedded) StopBroker() error             { e.sys.StopBroker(); return nil }
 func (e *embedded) StartBroker() error            { return e.sys.StartBroker() }
+func (e *embedded) BrokerEndpoints() []string { return []string{e.sys.BrokerMetricsURL} }
+
+func (e *embedded) Instances(service string) []string {
+	switch service {
+	case "order":
+		return []string{e.sys.OrderURL}
+	case "inventory":
+		return []string{e.sys.InventoryURL}
+	}
+	return nil
+}
+
 func (e *embedded) Shutdown(ctx context.Context) error {
 	return e.sys.Shutdown(ctx)
 }
@@ -250,6 +267,26 @@ func startCluster(t testing.TB, dir string) (*clustered, error) {
 		}
 	})
 	return d, nil
+}
+
+func (d *clustered) Instances(service string) []string {
+	var out []string
+	for _, p := range d.c.Processes() {
+		if p.Role == service {
+			out = append(out, "http://"+p.Addr)
+		}
+	}
+	return out
+}
+
+func (d *clustered) BrokerEndpoints() []string {
+	var out []string
+	for _, p := range d.c.Processes() {
+		if p.Role == "broker" {
+			out = append(out, strings.TrimSuffix(p.Metrics, "/metrics"))
+		}
+	}
+	return out
 }
 
 func (d *clustered) URL() string                        { return d.c.LBURL }

@@ -1,6 +1,7 @@
 package web
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 )
@@ -12,6 +13,9 @@ func Handler(mux *http.ServeMux) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h, pattern := mux.Handler(r)
 		if pattern != "" {
+			if r.Method != http.MethodConnect { // a CONNECT redirect's "pattern" is the path asked for
+				SetRoute(r, pattern)
+			}
 			mux.ServeHTTP(w, r)
 			return
 		}
@@ -50,5 +54,27 @@ func (s *statusRecorder) Write(p []byte) (int, error) {
 func (s *statusRecorder) WriteHeader(status int) {
 	if s.status == 0 {
 		s.status = status
+	}
+}
+
+type routeKey struct{}
+
+// TrackRoute returns r with room for the route that a Handler further in
+// matches, and a function that reads it once the request is served ("" if
+// none matched). A middleware outside handlers that copy the request
+// (r.WithContext) learns the route this way: ServeMux sets r.Pattern only on
+// the copy it is given.
+func TrackRoute(r *http.Request) (*http.Request, func() string) {
+	route := new(string)
+	return r.WithContext(context.WithValue(r.Context(), routeKey{}, route)), func() string { return *route }
+}
+
+// SetRoute records pattern as the route of r, for TrackRoute: a ServeMux
+// pattern or another name of a fixed set, never a path a client chose.
+// Handler does it for its ServeMux; a handler that routes by itself calls
+// it.
+func SetRoute(r *http.Request, pattern string) {
+	if route, ok := r.Context().Value(routeKey{}).(*string); ok {
+		*route = pattern
 	}
 }

@@ -59,6 +59,32 @@ func (s *Store) PruneIdempotencyKeys(ctx context.Context, before time.Time) (int
 	return n, nil
 }
 
+// CountByStatus counts the orders in each status. It reads the whole
+// status index, so callers should not run it often (metrics reuse its
+// answer for a while).
+func (s *Store) CountByStatus(ctx context.Context) (map[order.Status]int64, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT status, COUNT(*) FROM orders GROUP BY status`)
+	if err != nil {
+		return nil, fmt.Errorf("count orders by status: %w", err)
+	}
+	defer rows.Close()
+	counts := make(map[order.Status]int64)
+	for rows.Next() {
+		var (
+			st order.Status
+			n  int64
+		)
+		if err := rows.Scan(&st, &n); err != nil {
+			return nil, fmt.Errorf("count orders by status: %w", err)
+		}
+		counts[st] = n
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("count orders by status: %w", err)
+	}
+	return counts, nil
+}
+
 // Get implements order.Store.
 func (s *Store) Get(ctx context.Context, id string) (order.Order, error) {
 	return get(ctx, s.db, id, "")
