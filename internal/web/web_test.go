@@ -179,3 +179,63 @@ func TestHandler(t *testing.T) {
 		}
 	})
 }
+
+func TestDecodeNamesMatchExactly(t *testing.T) {
+	type item struct {
+		SKU      string `json:"sku"`
+		Quantity int    `json:"quantity"`
+	}
+	type Meta struct {
+		Note string `json:"note"`
+	}
+	type order struct {
+		Meta                         // promoted: "note"
+		CustomerID string            `json:"customer_id"`
+		Items      []item            `json:"items"`
+		Labels     map[string]string `json:"labels"`
+		Extra      json.RawMessage   `json:"extra"`
+		Ignored    string            `json:"-"`
+		Untagged   int               // named by its Go name
+		Backup     *item             `json:"backup,omitempty"`
+		ByName     map[string][]item `json:"by_name"`
+	}
+	cases := []struct {
+		name, body string
+		wantErr    string // "": accepted
+	}{
+		{"exact", `{"customer_id":"c","items":[{"sku":"A-1","quantity":1}],"note":"n","Untagged":1,"backup":{"sku":"B","quantity":2}}`, ""},
+		{"map keys are free", `{"labels":{"Any Key":"v","ſ":"w"},"by_name":{"X":[{"sku":"A","quantity":1}]}}`, ""},
+		{"raw message is not walked", `{"extra":{"QUANTITY":1,"a":{"b":[1]}}}`, ""},
+		{"upper-case nested key", `{"customer_id":"c-1","items":[{"sku":"A-1","QUANTITY":1}]}`,
+			`unknown field "items[0].QUANTITY": field names are case-sensitive; did you mean "quantity"?`},
+		{"title-case key", `{"customer_id":"c","items":[{"Sku":"A-1","quantity":1}]}`, `unknown field "items[0].Sku"`},
+		{"title-case top-level key", `{"customer_id":"c","Items":[]}`, `unknown field "Items"`},
+		{"long s look-alike", `{"customer_id":"c","items":[{"ſku":"A-1","quantity":1}]}`, `unknown field "items[0].ſku": field names are case-sensitive; did you mean "sku"?`},
+		{"kelvin sign look-alike", `{"customer_id":"c","items":[],"note":"x","Untagged":1,"labels":{},"bac\u212aup":{}}`, `did you mean "backup"?`},
+		{"wrong case of an untagged field", `{"untagged":1}`, `unknown field "untagged"`},
+		{"a skipped field", `{"Ignored":"x"}`, `unknown field "Ignored"`},
+		{"inside a pointer", `{"backup":{"SKU":"A"}}`, `unknown field "backup.SKU"`},
+		{"inside a map of slices", `{"by_name":{"X":[{"sku":"A","Quantity":1}]}}`, `unknown field "by_name.X[0].Quantity"`},
+		{"repeated key", `{"customer_id":"a","customer_id":"b"}`, `field "customer_id" appears twice`},
+		{"repeated nested key", `{"items":[{"sku":"A","sku":"B"}]}`, `field "items[0].sku" appears twice`},
+		{"wrong kind is a type error", `{"customer_id":{"X":1}}`, `field "customer_id" must be string`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := httptest.NewRequest("POST", "/x", strings.NewReader(c.body))
+			r.Header.Set("Content-Type", "application/json")
+			var o order
+			err := web.Decode(httptest.NewRecorder(), r, &o)
+			if c.wantErr == "" {
+				if err != nil {
+					t.Fatalf("Decode(%s): %v, want nil", c.body, err)
+				}
+				return
+			}
+			var se *web.StatusError
+			if !errors.As(err, &se) || se.Status != http.StatusBadRequest || !strings.Contains(err.Error(), c.wantErr) {
+				t.Fatalf("Decode(%s): got %v, want a 400 *StatusError containing %q", c.body, err, c.wantErr)
+			}
+		})
+	}
+}
