@@ -10,9 +10,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"mime"
 	"net/http"
+	"net/url"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -167,4 +170,37 @@ func QueryLimit(r *http.Request, max int) (int, error) {
 		return 0, &StatusError{http.StatusBadRequest, fmt.Errorf("limit must be a whole number from 1 to %d", max)}
 	}
 	return n, nil
+}
+
+// Query serves next only when the request's query string is well formed and
+// names no parameter other than params, none of them twice; otherwise it
+// answers 400 naming the parameter, so that a misspelt one (?aftr=) is
+// refused rather than ignored. A route without parameters passes none.
+func Query(next http.Handler, params ...string) http.Handler {
+	takes := "takes no query parameters"
+	if len(params) > 0 {
+		takes = "takes only " + strings.Join(params, ", ")
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		q, err := url.ParseQuery(r.URL.RawQuery)
+		if err != nil {
+			WriteProblem(w, http.StatusBadRequest, "malformed query string: "+err.Error())
+			return
+		}
+		for _, name := range slices.Sorted(maps.Keys(q)) {
+			switch {
+			case !slices.Contains(params, name):
+				route := r.Pattern // set by ServeMux
+				if route == "" {
+					route = "this route"
+				}
+				WriteProblem(w, http.StatusBadRequest, fmt.Sprintf("unknown query parameter %q: %s %s", name, route, takes))
+				return
+			case len(q[name]) > 1:
+				WriteProblem(w, http.StatusBadRequest, fmt.Sprintf("query parameter %q is given %d times; give it once", name, len(q[name])))
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
 }

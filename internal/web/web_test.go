@@ -239,3 +239,42 @@ func TestDecodeNamesMatchExactly(t *testing.T) {
 		})
 	}
 }
+
+func TestQuery(t *testing.T) {
+	mux := http.NewServeMux()
+	mux.Handle("GET /things", web.Query(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		web.WriteJSON(w, http.StatusOK, r.URL.Query())
+	}), "after", "limit"))
+	mux.Handle("POST /things", web.Query(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusNoContent)
+	})))
+	cases := []struct {
+		method, target string
+		wantStatus     int
+		wantDetail     string
+	}{
+		{"GET", "/things", http.StatusOK, ""},
+		{"GET", "/things?after=x&limit=2", http.StatusOK, ""},
+		{"GET", "/things?after=", http.StatusOK, ""},
+		{"GET", "/things?aftr=x", http.StatusBadRequest, `unknown query parameter "aftr": GET /things takes only after, limit`},
+		{"GET", "/things?After=x", http.StatusBadRequest, `unknown query parameter "After"`},
+		{"GET", "/things?limit=1&limit=2", http.StatusBadRequest, `query parameter "limit" is given 2 times`},
+		{"GET", "/things?after=%zz", http.StatusBadRequest, "malformed query string"},
+		{"GET", "/things?a;b", http.StatusBadRequest, "malformed query string"},
+		{"POST", "/things", http.StatusNoContent, ""},
+		{"POST", "/things?dry_run=1", http.StatusBadRequest, `unknown query parameter "dry_run": POST /things takes no query parameters`},
+	}
+	for _, c := range cases {
+		rec := httptest.NewRecorder()
+		mux.ServeHTTP(rec, httptest.NewRequest(c.method, c.target, nil))
+		if c.wantDetail == "" {
+			if rec.Code != c.wantStatus {
+				t.Errorf("%s %s: status %d, want %d (body %s)", c.method, c.target, rec.Code, c.wantStatus, rec.Body)
+			}
+			continue
+		}
+		if p := problem(t, rec, c.wantStatus); !strings.Contains(p.Detail, c.wantDetail) {
+			t.Errorf("%s %s: detail %q, want it to contain %q", c.method, c.target, p.Detail, c.wantDetail)
+		}
+	}
+}
