@@ -2,15 +2,18 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/convergehq/converge/internal/cluster"
+	"github.com/convergehq/converge/internal/role"
 	"github.com/convergehq/converge/internal/store"
 	"github.com/convergehq/converge/internal/system"
 )
@@ -37,6 +40,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	fs.Lookup("nats").Usage = "broker: embedded, or comma-separated NATS URLs of your own (nats://host:4222,...)"
 	topology := fs.String("topology", "embedded", "embedded (one process) or cluster (a process per instance: 3 brokers, 2 of each service, 2 gateways, the load balancer)")
 	restart := fs.Bool("restart-crashed", false, "cluster: start a process again when it dies unexpectedly")
+	reset := fs.Bool("reset", false, "first remove everything in the data directory (orders, stock, broker store, API key), then start afresh; embedded topology with SQLite only")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := parseFlags(fs, args, getenv, stdout); err != nil {
 		return err
@@ -48,6 +52,9 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	switch *topology {
 	case "embedded":
 	case "cluster":
+		if *reset {
+			return usageError{"dev: --reset works with the embedded topology only; the cluster keeps its orders in PostgreSQL"}
+		}
 		return runCluster(ctx, cfg, *restart, log, stdout)
 	default:
 		return usageError{fmt.Sprintf("dev: --topology must be embedded or cluster, got %q", *topology)}
@@ -55,6 +62,14 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	// Before anything is created: a bad flag leaves no data directory behind.
 	if err := cfg.Validate(); err != nil {
 		return usageError{"dev: " + err.Error()}
+	}
+	if *reset {
+		if cfg.OrderDB != "" || cfg.InventoryDB != "" || cfg.NATS.URLs != system.Embedded {
+			return usageError{"dev: --reset clears only a data directory that holds everything (SQLite and the embedded broker); with --order-db, --inventory-db or --nats, empty those yourself"}
+		}
+		if err := resetDataDir(cfg.DataDir, stdout); err != nil {
+			return fmt.Errorf("dev: --reset: %w", err)
+		}
 	}
 
 	sys, err := system.Start(ctx, cfg, log)
@@ -174,4 +189,36 @@ func brokerMetrics(url string) string {
 		return ""
 	}
 	return "; the broker's: " + url + "/metrics"
+}
+
+// resetDataDir removes everything in dir but its lock file, holding the lock
+// meanwhile, so that it refuses while another converge runs there. It
+// refuses a directory that has no lock file: that is no data directory of
+// converge's, and nothing in it is removed. A missing dir is already empty.
+func resetDataDir(dir string, stdout io.Writer) error {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if len(entries) == 0 {
+		return nil
+	}
+	if _, err := os.Stat(filepath.Join(dir, role.LockFile)); err != nil {
+		return fmt.Errorf("%s has no %s, so it is not a data directory converge made; remove it yourself if you mean to", dir, role.LockFile)
+	}
+	lock, err := role.LockDataDir(dir)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "reset: removing everything in %s (orders, stock, broker store, API key: a new key is made)\n", dir)
+	var errs []error
+	for _, e := range entries {
+		if e.Name() != role.LockFile {
+			errs = append(errs, os.RemoveAll(filepath.Join(dir, e.Name())))
+		}
+	}
+	return errors.Join(append(errs, lock.Release())...)
 }

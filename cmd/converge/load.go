@@ -3,12 +3,14 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/convergehq/converge/internal/load"
 )
@@ -19,15 +21,33 @@ func runLoad(ctx context.Context, args []string, getenv func(string) string, std
 	fs.StringVar(&cfg.URL, "url", cfg.URL, "base URL of the system (the load balancer); no other URL is ever requested")
 	fs.StringVar(&cfg.APIKey, "api-key", "", "API key (default: the one converge dev keeps in --data)")
 	dataDir := fs.String("data", "./converge-data", "data directory of converge dev, read only for its api-key file when --api-key is not given")
-	fs.IntVar(&cfg.Orders, "orders", cfg.Orders, fmt.Sprintf("orders to place, 1 to %d", load.MaxOrders))
-	fs.IntVar(&cfg.Concurrency, "concurrency", cfg.Concurrency, fmt.Sprintf("workers placing orders, 1 to %d; as many again wait for the outcomes", load.MaxConcurrency))
+	fs.IntVar(&cfg.Orders, "orders", cfg.Orders, fmt.Sprintf("orders to place, 1 to %d; with --duration, the most", load.MaxOrders))
+	fs.IntVar(&cfg.Concurrency, "concurrency", cfg.Concurrency, fmt.Sprintf("closed model: workers placing orders, 1 to %d; in both models, as many follow the orders to their outcomes", load.MaxConcurrency))
 	fs.IntVar(&cfg.SKUs, "skus", cfg.SKUs, "SKUs LOAD-1..LOAD-n the orders draw from")
 	stock := &optionalInt{}
 	fs.Var(stock, "stock", "`units` available per SKU at the start of the run (default: enough to confirm about 80% of the orders)")
 	fs.IntVar(&cfg.Items, "items", cfg.Items, "most distinct SKUs in one order (each order takes 1 to this many, 1 to 3 units each)")
-	fs.DurationVar(&cfg.Timeout, "timeout", cfg.Timeout, "stop the whole run after this long, reporting what is still PENDING")
+	fs.DurationVar(&cfg.Timeout, "timeout", cfg.Timeout, "stop the whole run after this long, reporting what is still PENDING; with --duration and no --timeout, a minute more than the duration")
+	fs.Float64Var(&cfg.Rate, "rate", 0, fmt.Sprintf("open model: start this many orders a second on a schedule, whatever the answers (up to %d; the report says if the client fell behind); 0: the closed model of --concurrency", load.MaxRate))
+	fs.DurationVar(&cfg.Duration, "duration", 0, "stop placing orders after this long (--orders is then the most; by default rate x duration in the open model, unbounded in the closed one)")
+	fs.Float64Var(&cfg.CancelRatio, "cancel-ratio", 0, "share of accepted orders to cancel as soon as they are accepted, 0 to 1")
+	fs.Float64Var(&cfg.UnknownSKURatio, "unknown-sku-ratio", 0, "share of orders naming a SKU that does not exist (rejected as unknown_sku), 0 to 1")
+	outDir := fs.String("out", "", "also write report.json (raw figures), latency.svg, histogram.svg and report.html into this `directory`")
 	if err := parseFlags(fs, args, getenv, stdout); err != nil {
 		return err
+	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	if cfg.Duration > 0 {
+		if !given["orders"] && getenv("CONVERGE_ORDERS") == "" {
+			cfg.Orders = load.MaxOrders
+			if cfg.Rate > 0 {
+				cfg.Orders = max(1, min(load.MaxOrders, int(cfg.Rate*cfg.Duration.Seconds())))
+			}
+		}
+		if !given["timeout"] && getenv("CONVERGE_TIMEOUT") == "" {
+			cfg.Timeout = cfg.Duration + time.Minute
+		}
 	}
 	cfg.Stock = load.DefaultStock(cfg.Orders, cfg.Items, cfg.SKUs)
 	if stock.set {
@@ -48,18 +68,61 @@ func runLoad(ctx context.Context, args []string, getenv func(string) string, std
 		return usageError{"load: " + strings.TrimPrefix(err.Error(), load.ErrConfig.Error()+": ")}
 	}
 
-	fmt.Fprintf(stderr, "load: %d orders to %s with %d workers on LOAD-1..LOAD-%d (%d units available each); stops after %s\n",
-		cfg.Orders, cfg.URL, cfg.Concurrency, cfg.SKUs, cfg.Stock, cfg.Timeout)
-	client := load.NewClient(cfg.Concurrency)
+	fmt.Fprintf(stderr, "load: %s to %s on LOAD-1..LOAD-%d (%d units available each); stops after %s\n",
+		plan(cfg), cfg.URL, cfg.SKUs, cfg.Stock, cfg.Timeout)
+	live := isTerminal(stdout)
+	if live {
+		cfg.OnProgress = func(p load.Progress) {
+			// \r and erase-line redraw the one line in place.
+			fmt.Fprintf(stdout, "\r\x1b[K%s", p)
+		}
+	}
+	client := load.NewClient(cfg.Connections())
 	defer client.CloseIdleConnections()
 	rep, err := load.Run(ctx, cfg, client)
+	if live {
+		fmt.Fprint(stdout, "\r\x1b[K")
+	}
 	var runErr *load.RunError
 	if err == nil || errors.As(err, &runErr) {
 		if perr := rep.Print(stdout); perr != nil && err == nil {
 			return fmt.Errorf("load: %w", perr)
 		}
+		if *outDir != "" {
+			if werr := rep.WriteFiles(*outDir); werr != nil {
+				return errors.Join(err, werr)
+			}
+			fmt.Fprintf(stdout, "%-13s %s\n", "files", filepath.Join(*outDir, load.FileHTML)+" (and "+load.FileJSON+", "+load.FileLatency+", "+load.FileHistogram+")")
+		}
 	}
 	return err
+}
+
+// plan says what a run will place, for the line load starts with.
+func plan(cfg load.Config) string {
+	var s string
+	if cfg.Rate > 0 {
+		s = fmt.Sprintf("%g orders/s (open model)", cfg.Rate)
+	} else {
+		s = fmt.Sprintf("%d workers (closed model)", cfg.Concurrency)
+	}
+	if cfg.Duration > 0 {
+		s += fmt.Sprintf(" for %s (at most %d orders)", cfg.Duration, cfg.Orders)
+	} else {
+		s += fmt.Sprintf(", %d orders", cfg.Orders)
+	}
+	return s
+}
+
+// isTerminal reports whether w is a terminal (a character device), where
+// a progress line can be redrawn in place.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
 // optionalInt is an int64 flag that knows whether it was set; it shows no

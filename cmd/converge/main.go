@@ -151,7 +151,11 @@ func parseFlags(fs *flag.FlagSet, args []string, getenv func(string) string, hel
 			printFlags(help, fs)
 			return err
 		}
-		return usageError{fmt.Sprintf("%s: %v", command(fs), err)}
+		msg := fmt.Sprintf("%s: %v", command(fs), err)
+		if strings.HasPrefix(err.Error(), "flag provided but not defined") {
+			msg += "; its flags are " + flagNames(fs)
+		}
+		return usageError{msg}
 	}
 	if fs.NArg() > 0 {
 		return usageError{fmt.Sprintf("%s: unexpected argument %q", command(fs), fs.Arg(0))}
@@ -163,7 +167,7 @@ func parseFlags(fs *flag.FlagSet, args []string, getenv func(string) string, hel
 		if given[f.Name] || err != nil {
 			return
 		}
-		env := "CONVERGE_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		env := envName(f.Name)
 		if v := getenv(env); v != "" {
 			if serr := f.Value.Set(v); serr != nil {
 				err = usageError{fmt.Sprintf("%s: %s=%q: %v", command(fs), env, v, serr)}
@@ -173,13 +177,34 @@ func parseFlags(fs *flag.FlagSet, args []string, getenv func(string) string, hel
 	return err
 }
 
+// envName is the environment twin of a flag: CONVERGE_CACHE_TTL for cache-ttl.
+func envName(flagName string) string {
+	return "CONVERGE_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
 // command is the subcommand fs parses for, such as "dev", the prefix of its
 // errors.
 func command(fs *flag.FlagSet) string { return strings.TrimPrefix(fs.Name(), "converge ") }
 
+// flagNames lists the flags of fs, such as "--addr, --data".
+func flagNames(fs *flag.FlagSet) string {
+	var names []string
+	fs.VisitAll(func(f *flag.Flag) { names = append(names, "--"+f.Name) })
+	return strings.Join(names, ", ")
+}
+
 // printFlags writes the flag list of fs to w.
 func printFlags(w io.Writer, fs *flag.FlagSet) {
-	fmt.Fprintf(w, "usage: %s [flags]\n\nEach flag also reads from its CONVERGE_* environment variable (--cache-ttl from CONVERGE_CACHE_TTL).\n\nflags:\n", fs.Name())
+	// The example of an environment twin is a flag of this command, one
+	// with a dash if it has one.
+	var example string
+	fs.VisitAll(func(f *flag.Flag) {
+		if example == "" || (!strings.Contains(example, "-") && strings.Contains(f.Name, "-")) {
+			example = f.Name
+		}
+	})
+	fmt.Fprintf(w, "usage: %s [flags]\n\nEach flag also reads from its CONVERGE_* environment variable (--%s from %s).\n\nflags:\n",
+		fs.Name(), example, envName(example))
 	out := fs.Output()
 	fs.SetOutput(w)
 	fs.PrintDefaults()

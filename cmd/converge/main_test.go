@@ -17,6 +17,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/convergehq/converge/internal/role"
 )
 
 // TestDevRunsAndStops runs `converge dev` as a user would (free ports, a
@@ -126,7 +128,8 @@ func TestUsageErrors(t *testing.T) {
 	}{
 		{"no command", nil, nil, "no command given", 2},
 		{"unknown command", []string{"fly"}, nil, `unknown command "fly"`, 2},
-		{"unknown flag", []string{"dev", "--nope"}, nil, "dev: flag provided but not defined: -nope", 2},
+		{"unknown flag", []string{"dev", "--nope"}, nil, "dev: flag provided but not defined: -nope; its flags are --addr, --api-key,", 2},
+		{"unknown flag of check", []string{"check", "--cache-ttl", "1s"}, nil, "check: flag provided but not defined: -cache-ttl; its flags are --data, --inventory-db, --order-db, --wait", 2},
 		{"flag without value", []string{"dev", "--gateways"}, nil, "dev: flag needs an argument: -gateways", 2},
 		{"flag of wrong type", []string{"dev", "--gateways", "two"}, nil, `dev: invalid value "two" for flag -gateways`, 2},
 		{"stray argument", []string{"check", "extra"}, nil, `check: unexpected argument "extra"`, 2},
@@ -187,7 +190,9 @@ func TestHelp(t *testing.T) {
 		{[]string{"dev", "--help"}, "-lb-policy string"},
 		{[]string{"dev", "--gateways", "0", "-h"}, "-cache-ttl duration"},
 		{[]string{"check", "-h"}, "-wait duration"},
+		{[]string{"check", "-h"}, "(--inventory-db from CONVERGE_INVENTORY_DB)"},
 		{[]string{"load", "--help"}, "-orders int"},
+		{[]string{"load", "--help"}, "(--api-key from CONVERGE_API_KEY)"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
@@ -286,4 +291,101 @@ func TestSecondSignalKills(t *testing.T) {
 			_ = cmd.Process.Signal(os.Interrupt)
 		}
 	}
+}
+
+// TestDevReset: --reset empties a data directory converge made, saying so,
+// and the next start makes a new API key; it refuses while another
+// converge holds the directory, and refuses a directory converge did not
+// make, removing nothing in either case.
+func TestDevReset(t *testing.T) {
+	noEnv := func(string) string { return "" }
+	write := func(t *testing.T, path, content string) {
+		t.Helper()
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustExist := func(t *testing.T, path string) {
+		t.Helper()
+		if _, err := os.Stat(path); err != nil {
+			t.Errorf("%s is gone (%v), want it kept", path, err)
+		}
+	}
+
+	t.Run("held by another converge", func(t *testing.T) {
+		dir := t.TempDir()
+		lock, err := role.LockDataDir(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer lock.Release()
+		write(t, filepath.Join(dir, "order.db"), "x")
+		var stdout strings.Builder
+		err = run(context.Background(), []string{"dev", "--data", dir, "--reset"}, noEnv, &stdout, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), "in use by another converge") {
+			t.Fatalf("dev --reset: %v, want a refusal naming the other converge", err)
+		}
+		mustExist(t, filepath.Join(dir, "order.db"))
+	})
+
+	t.Run("not a converge directory", func(t *testing.T) {
+		dir := t.TempDir()
+		write(t, filepath.Join(dir, "thesis.tex"), "x")
+		err := run(context.Background(), []string{"dev", "--data", dir, "--reset"}, noEnv, io.Discard, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), "not a data directory converge made") {
+			t.Fatalf("dev --reset: %v, want a refusal", err)
+		}
+		mustExist(t, filepath.Join(dir, "thesis.tex"))
+	})
+
+	t.Run("with a database of its own", func(t *testing.T) {
+		err := run(context.Background(), []string{"dev", "--reset", "--order-db", "postgres://h/db"}, noEnv, io.Discard, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), "--reset clears only a data directory") {
+			t.Fatalf("dev --reset --order-db: %v, want a usage error", err)
+		}
+	})
+
+	t.Run("resets and starts afresh", func(t *testing.T) {
+		dir := t.TempDir()
+		write(t, filepath.Join(dir, role.LockFile), "1\n")
+		write(t, filepath.Join(dir, "api-key"), "old-key\n")
+		write(t, filepath.Join(dir, "order.db"), "not a database")
+		write(t, filepath.Join(dir, "broker", "jetstream", "x"), "x")
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		out, w := io.Pipe()
+		done := make(chan error, 1)
+		go func() {
+			done <- run(ctx, []string{"dev", "--reset", "--addr", "127.0.0.1:0", "--broker-port", "0", "--data", dir, "--log-level", "warn"},
+				noEnv, w, io.Discard)
+			w.Close()
+		}()
+		var said, key string
+		lines := bufio.NewScanner(out)
+		for key == "" && lines.Scan() {
+			if strings.HasPrefix(lines.Text(), "reset: ") {
+				said = lines.Text()
+			}
+			if f := strings.Fields(lines.Text()); len(f) == 3 && f[0] == "API" && f[1] == "key" {
+				key = f[2]
+			}
+		}
+		go io.Copy(io.Discard, out)
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatalf("dev --reset: %v", err)
+		}
+		if !strings.Contains(said, dir) || !strings.Contains(said, "a new key") {
+			t.Errorf("dev --reset said %q, want it to name %s and the new key", said, dir)
+		}
+		if key == "" || key == "old-key" {
+			t.Errorf("API key after the reset: %q, want a new one", key)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "broker", "jetstream", "x")); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("broker/jetstream/x after the reset: %v, want it gone", err)
+		}
+	})
 }

@@ -61,7 +61,7 @@ func TestREADMEConfigTable(t *testing.T) {
 			} else {
 				def = "`" + def + "`"
 			}
-			env := "CONVERGE_" + strings.ToUpper(strings.ReplaceAll(r.name, "-", "_"))
+			env := envName(r.name)
 			fmt.Fprintf(&want, "| `--%s` | `%s` | %s | %s |\n", r.name, env, def, strings.ReplaceAll(r.usage, "|", `\|`))
 		}
 	}

@@ -193,10 +193,12 @@ func (g *Gateway) proxy(pool *lb.Pool, up Upstream) http.Handler {
 			pr.Out.Header.Del("Authorization")
 			pr.Out.Header.Set(requestIDHeader, requestID(pr.In.Context()))
 		},
+		// A proxied answer takes its id from here or from ErrorHandler,
+		// not from withRequestID: a 1xx the proxy passes on (100 Continue)
+		// clears the headers set before it, and the proxy adds the
+		// service's headers to those set, so an echo would be a second id.
 		ModifyResponse: func(resp *http.Response) error {
-			// The gateway has already set the id on the response; an echo
-			// from the service would otherwise be added as a second value.
-			resp.Header.Del(requestIDHeader)
+			resp.Header.Set(requestIDHeader, requestID(resp.Request.Context()))
 			return nil
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
@@ -206,6 +208,7 @@ func (g *Gateway) proxy(pool *lb.Pool, up Upstream) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeoutCause(r.Context(), up.Timeout, errUpstreamTimeout)
 		defer cancel()
+		w.Header().Del(requestIDHeader) // see ModifyResponse
 		rp.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
@@ -249,6 +252,7 @@ func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, up Upstream
 		detail = fmt.Sprintf("%s service sent an invalid response", up.Name)
 	}
 	g.log.LogAttrs(ctx, level, "upstream request failed", append(proxyAttrs(r, up, err), slog.Int("status", status))...)
+	w.Header().Set(requestIDHeader, requestID(ctx)) // see ModifyResponse
 	web.WriteProblem(w, status, detail)
 }
 

@@ -385,6 +385,25 @@ func TestRequestID(t *testing.T) {
 			}
 		}
 	})
+
+	// curl sends Expect: 100-continue for large bodies; the proxy passes
+	// the service's 100 Continue on, and with it used to clear the headers
+	// the gateway had set.
+	t.Run("after 100 Continue", func(t *testing.T) {
+		client := &http.Client{Transport: &http.Transport{ExpectContinueTimeout: 5 * time.Second}}
+		defer client.CloseIdleConnections()
+		req := authed(newRequest(t, "POST", gw.URL+"/api/v1/orders", strings.NewReader(`{"customer_id":"c"}`)))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Expect", "100-continue")
+		req.Header.Set(requestIDHeader, "expect-id")
+		resp, body := do(t, client, req)
+		if resp.StatusCode != 200 {
+			t.Fatalf("status: got %d, want 200 (body %q)", resp.StatusCode, body)
+		}
+		if got := resp.Header.Values(requestIDHeader); len(got) != 1 || got[0] != "expect-id" {
+			t.Errorf("response id: got %q, want [expect-id]", got)
+		}
+	})
 }
 
 func TestForwardedHeaders(t *testing.T) {

@@ -1,12 +1,19 @@
-// Package load is a bounded load generator for a running converge system
-// that measures the whole flow, not just the front door.
+// Package load is a load generator for a running converge system that
+// measures the whole flow, not just the front door.
 //
 // Run gives each of its SKUs (LOAD-1..LOAD-n) a fresh amount of available
-// stock, places a fixed number of orders with a fixed number of workers and
-// follows every accepted order with long-polling GETs until it leaves
-// PENDING. The Report says how fast orders were accepted (202) and how fast
-// they reached their final state. Only the configured base URL is ever
-// requested.
+// stock, then places orders, either with a fixed number of workers (the
+// closed model: a worker sends its next order when the last one is
+// answered) or on a schedule of so many orders a second whatever the
+// answers (the open model, Config.Rate), until Config.Orders are placed or
+// Config.Duration has passed. A share of the orders names a SKU that does
+// not exist (rejected as unknown_sku) and a share is cancelled at once, so
+// the mix exercises every path. Every accepted order is followed with
+// long-polling GETs until it leaves PENDING. The Report says how fast orders
+// were accepted (202) and how long each took from its creation to its final
+// state by the order service's own timestamps; WriteFiles saves the raw
+// figures, pictures of them and an HTML page. Only the configured base URL
+// is ever requested.
 package load
 
 import (
@@ -27,7 +34,8 @@ const (
 	MaxSKUs        = 10_000
 	MaxItems       = 100 // the API's limit of items per order
 	MaxStock       = 1_000_000_000
-	maxQuantity    = 3 // each item orders 1..maxQuantity units
+	MaxRate        = 100_000 // orders a second
+	maxQuantity    = 3       // each item orders 1..maxQuantity units
 )
 
 // ErrConfig is wrapped by the errors of Config.Validate.
@@ -35,16 +43,40 @@ var ErrConfig = errors.New("invalid load config")
 
 // Config is one load run.
 type Config struct {
-	URL         string        // base URL of the system, such as http://127.0.0.1:8080
-	APIKey      string        // sent as Authorization: Bearer <key>
-	Orders      int           // orders to place
-	Concurrency int           // workers placing orders; as many again wait for outcomes
-	SKUs        int           // SKUs LOAD-1..LOAD-<SKUs> the orders draw from
-	Stock       int64         // units available per SKU at the start; negative: DefaultStock
-	Items       int           // an order has 1..Items distinct SKUs
-	Timeout     time.Duration // the whole run, stock setup included
-	Seed        uint64        // seeds the random orders; 0 picks one
+	URL    string // base URL of the system, such as http://127.0.0.1:8080
+	APIKey string // sent as Authorization: Bearer <key>
+	// Orders is how many orders to place; with Duration, the most.
+	Orders int
+	// Concurrency is how many workers place orders in the closed model,
+	// and in both models how many follow accepted orders to their end.
+	Concurrency int
+	// Rate, if positive, is the open model: orders are started at this
+	// many a second on a fixed schedule, whether or not earlier ones have
+	// been answered (at most MaxInFlight at once; past that the client
+	// falls behind the schedule, and the Report says by how much).
+	Rate float64
+	// Duration, if positive, stops placing orders after this long.
+	Duration time.Duration
+	// CancelRatio is the share of accepted orders cancelled as soon as
+	// their 202 arrives (racing the reservation), from 0 to 1.
+	CancelRatio float64
+	// UnknownSKURatio is the share of orders with an item of a SKU that
+	// does not exist, which inventory rejects as unknown_sku, from 0 to 1.
+	UnknownSKURatio float64
+	SKUs            int           // SKUs LOAD-1..LOAD-<SKUs> the orders draw from
+	Stock           int64         // units available per SKU at the start; negative: DefaultStock
+	Items           int           // an order has 1..Items distinct SKUs
+	Timeout         time.Duration // the whole run, stock setup included
+	Seed            uint64        // seeds the random orders; 0 picks one
+	// OnProgress, if set, is called with the running counts about five
+	// times a second while orders are placed and followed, from one
+	// goroutine.
+	OnProgress func(Progress) `json:"-"`
 }
+
+// MaxInFlight bounds the orders the open model has started and not yet
+// seen answered.
+const MaxInFlight = 4096
 
 // DefaultConfig returns the defaults of converge load; APIKey is left empty.
 func DefaultConfig() Config {
@@ -57,6 +89,17 @@ func DefaultConfig() Config {
 		Items:       1,
 		Timeout:     5 * time.Minute,
 	}
+}
+
+// Connections is how many connections to the system a run of c keeps
+// open: one per worker and per follower, and in the open model enough for
+// a second's worth of orders in flight.
+func (c Config) Connections() int {
+	n := 2 * c.Concurrency
+	if c.Rate > 0 {
+		n = c.Concurrency + min(MaxInFlight, int(math.Ceil(c.Rate)))
+	}
+	return n
 }
 
 // DefaultStock is the stock per SKU that lets about 80% of the orders be
@@ -95,6 +138,16 @@ func (c Config) Validate() error {
 		return bad("stock must be at most %d, got %d", MaxStock, c.Stock)
 	case c.Timeout <= 0:
 		return bad("timeout must be positive, got %s", c.Timeout)
+	case c.Rate < 0 || c.Rate > MaxRate || math.IsNaN(c.Rate):
+		return bad("rate must be 0 (closed model) to %d orders a second, got %g", MaxRate, c.Rate)
+	case c.Duration < 0:
+		return bad("duration must not be negative, got %s", c.Duration)
+	case c.Duration > 0 && c.Duration >= c.Timeout:
+		return bad("timeout (%s) must be longer than duration (%s), to let the last orders converge", c.Timeout, c.Duration)
+	case !(c.CancelRatio >= 0 && c.CancelRatio <= 1):
+		return bad("cancel ratio must be 0 to 1, got %g", c.CancelRatio)
+	case !(c.UnknownSKURatio >= 0 && c.UnknownSKURatio <= 1):
+		return bad("unknown SKU ratio must be 0 to 1, got %g", c.UnknownSKURatio)
 	}
 	return nil
 }
@@ -118,6 +171,10 @@ func baseURL(s string) (string, error) {
 // sku names the i-th load SKU, counting from 0.
 func sku(i int) string { return fmt.Sprintf("LOAD-%d", i+1) }
 
+// unknownSKU names a SKU no run ever stocks: inventory rejects an order
+// naming it as unknown_sku.
+func unknownSKU(n int) string { return fmt.Sprintf("LOAD-UNKNOWN-%d", n+1) }
+
 // RunError is the error of a run that measured something but did not pass:
 // a request failed, an order was still PENDING at the end, or the run was
 // stopped. It unwraps to context.Canceled or context.DeadlineExceeded when
@@ -133,9 +190,9 @@ func (e *RunError) Unwrap() error { return e.cause }
 // errTimeout is the cause of a run that reached Config.Timeout.
 var errTimeout = errors.New("load: timeout")
 
-// Run sets the stock of the load SKUs, places cfg.Orders orders, waits for
-// each accepted one to leave PENDING and reports what it measured. client
-// should allow 2*cfg.Concurrency idle connections to the host (see
+// Run sets the stock of the load SKUs, places orders as cfg says, waits
+// for each accepted one to leave PENDING and reports what it measured.
+// client should keep cfg.Connections() idle connections to the host (see
 // NewClient); nil uses NewClient.
 //
 // The Report holds everything measured even when the error is not nil. The
@@ -150,7 +207,7 @@ func Run(ctx context.Context, cfg Config, client *http.Client) (Report, error) {
 		cfg.Stock = DefaultStock(cfg.Orders, cfg.Items, cfg.SKUs)
 	}
 	if client == nil {
-		client = NewClient(cfg.Concurrency)
+		client = NewClient(cfg.Connections())
 	}
 	base, _ := baseURL(cfg.URL) // checked by Validate
 	cfg.URL = base
@@ -165,8 +222,8 @@ func Run(ctx context.Context, cfg Config, client *http.Client) (Report, error) {
 		}
 		return Report{}, err
 	}
-	recs, waitErrs := r.placeAndWait(runCtx)
-	rep := r.report(recs, waitErrs, time.Since(start))
+	recs, planned := r.placeAndWait(runCtx)
+	rep := r.report(recs, planned, time.Since(start))
 	if runCtx.Err() != nil {
 		rep.Stopped = stopReason(runCtx, cfg)
 	}

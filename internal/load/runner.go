@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -52,23 +53,49 @@ const (
 
 const pending = "PENDING"
 
+// An open-model start later than lateAfter is counted as late; one later
+// than behindAfter means the client is not keeping the schedule (a few
+// late by less are the scheduling of a busy machine).
+const (
+	lateAfter   = 10 * time.Millisecond
+	behindAfter = 100 * time.Millisecond
+)
+
 type runner struct {
 	cfg    Config
 	client *http.Client
 	base   string
+
+	// What the progress line shows, counted as it happens.
+	sent, accepted, final, failed atomic.Int64
+	behind                        atomic.Int64 // open model: how late the last start was, in ns
+
+	waitErrs, cancelErrs tally
 }
 
-// record is what is known of one order. The sender writes it, then hands
-// it to a waiter over a channel; the report reads it after both are done.
+// record is what is known of one order. The feeder makes it; one sender,
+// then at most one follower, write it in turn (a channel orders them); the
+// report reads it after both are done.
 type record struct {
+	n       int
+	items   []item
+	unknown bool      // names a SKU that does not exist
+	cancel  bool      // to be cancelled once accepted
+	due     time.Time // open model: when the schedule wanted it started
+
 	done     bool // the POST got an answer or failed; false: not sent or cut off by the stop
 	sent     time.Time
 	accepted time.Time // the 202 arrived
-	final    time.Time // the answer with a final status arrived
+	seen     time.Time // the answer with a final status arrived
 	failure  string    // error kind of a failed POST: an HTTP status or noResponse
 	detail   string
 	id       string
 	status   string // last status seen
+	reason   string // of a rejection
+	// created and updated are the order service's own timestamps, as its
+	// last answer gave them.
+	created, updated time.Time
+	cancelStatus     int // the cancel's HTTP status; 0: none was answered
 }
 
 // tally counts failed requests by kind and keeps the first detail of each.
@@ -155,71 +182,166 @@ func (r *runner) setOne(ctx context.Context, s string) error {
 	return lastErr
 }
 
-// placeAndWait runs the senders and, alongside them, the waiters, so that an
-// order is followed as soon as it is accepted.
-func (r *runner) placeAndWait(ctx context.Context) ([]record, *tally) {
-	recs := make([]record, r.cfg.Orders)
-	jobs := make(chan int)
-	accepted := make(chan int, r.cfg.Orders) // senders never wait for waiters
-	waitErrs := &tally{}
+// placeAndWait places the orders, in the closed or the open model, and,
+// alongside, follows each accepted one until it is final. It returns the
+// records of the orders it handed out and how many it meant to place: all
+// of Orders, unless Duration ended the placing first.
+func (r *runner) placeAndWait(ctx context.Context) ([]*record, int) {
 	seed := r.cfg.Seed
 	if seed == 0 {
 		seed = rand.Uint64()
 	}
+	rng := rand.New(rand.NewPCG(seed, 0))
+	perm := make([]int, r.cfg.SKUs)
+	for i := range perm {
+		perm[i] = i
+	}
+	// Senders never wait for followers; a follower that falls behind only
+	// sees an order final later, which the server's timestamps do not
+	// count.
+	accepted := make(chan *record, min(r.cfg.Orders, 1<<20))
+	var followers sync.WaitGroup
+	for range r.cfg.Concurrency {
+		followers.Go(func() {
+			for rec := range accepted {
+				r.follow(ctx, rec)
+			}
+		})
+	}
+	progressDone := make(chan struct{})
+	var progress sync.WaitGroup
+	begin := time.Now()
+	if r.cfg.OnProgress != nil {
+		progress.Go(func() { r.report5PerSecond(begin, progressDone) })
+	}
 
-	var senders, waiters sync.WaitGroup
-	for w := range r.cfg.Concurrency {
-		rng := rand.New(rand.NewPCG(seed, uint64(w)))
-		senders.Go(func() {
-			perm := make([]int, r.cfg.SKUs)
-			for i := range perm {
-				perm[i] = i
+	var (
+		recs    []*record
+		planned = r.cfg.Orders
+		senders sync.WaitGroup
+	)
+	if r.cfg.Rate > 0 {
+		interval := time.Duration(float64(time.Second) / r.cfg.Rate)
+		slots := make(chan struct{}, MaxInFlight)
+	schedule:
+		for n := range r.cfg.Orders {
+			due := begin.Add(time.Duration(n) * interval)
+			if r.cfg.Duration > 0 && due.Sub(begin) >= r.cfg.Duration {
+				planned = n
+				break
 			}
-			for n := range jobs {
-				if ctx.Err() != nil {
-					continue // drain
-				}
-				rec := &recs[n]
-				r.place(ctx, rng, perm, n, rec)
-				if rec.id != "" {
-					accepted <- n
-				}
+			sleep(ctx, time.Until(due))
+			select {
+			case slots <- struct{}{}:
+			case <-ctx.Done():
+				break schedule
 			}
-		})
-		waiters.Go(func() {
-			for n := range accepted {
-				r.follow(ctx, &recs[n], waitErrs)
-			}
-		})
-	}
-feed:
-	for n := range r.cfg.Orders {
-		select {
-		case jobs <- n:
-		case <-ctx.Done():
-			break feed
+			r.behind.Store(int64(max(time.Since(due), 0)))
+			rec := r.newRecord(rng, perm, n, due)
+			recs = append(recs, rec)
+			senders.Go(func() {
+				defer func() { <-slots }()
+				r.order(ctx, rec, accepted)
+			})
 		}
+	} else {
+		jobs := make(chan *record)
+		for range r.cfg.Concurrency {
+			senders.Go(func() {
+				for rec := range jobs {
+					if ctx.Err() == nil {
+						r.order(ctx, rec, accepted)
+					}
+				}
+			})
+		}
+	feed:
+		for n := range r.cfg.Orders {
+			if r.cfg.Duration > 0 && time.Since(begin) >= r.cfg.Duration {
+				planned = n
+				break
+			}
+			rec := r.newRecord(rng, perm, n, time.Time{})
+			select {
+			case jobs <- rec:
+				recs = append(recs, rec)
+			case <-ctx.Done():
+				break feed
+			}
+		}
+		close(jobs)
 	}
-	close(jobs)
+	if ctx.Err() != nil && r.cfg.Duration > 0 {
+		planned = len(recs) // how many the duration would have allowed is unknown
+	}
 	senders.Wait()
 	close(accepted)
-	waiters.Wait()
-	return recs, waitErrs
+	followers.Wait()
+	close(progressDone)
+	progress.Wait()
+	return recs, planned
 }
 
-// order is the part of the API's order this package reads.
-type order struct {
-	ID     string `json:"id"`
-	Status string `json:"status"`
+// report5PerSecond calls OnProgress every 200 ms until done is closed, and
+// once more then.
+func (r *runner) report5PerSecond(begin time.Time, done <-chan struct{}) {
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	var window [6]int64 // accepted counts of the last second, oldest first
+	for {
+		stop := false
+		select {
+		case <-tick.C:
+		case <-done:
+			stop = true
+		}
+		acc := r.accepted.Load()
+		copy(window[:], window[1:])
+		window[len(window)-1] = acc
+		r.cfg.OnProgress(Progress{
+			Sent:     int(r.sent.Load()),
+			Accepted: int(acc),
+			Final:    int(r.final.Load()),
+			Errors:   int(r.failed.Load()),
+			Rate:     float64(acc - window[0]), // over the last second
+			Elapsed:  time.Since(begin),
+			Behind:   time.Duration(r.behind.Load()),
+		})
+		if stop {
+			return
+		}
+	}
 }
 
-type item struct {
-	SKU      string `json:"sku"`
-	Quantity int    `json:"quantity"`
+// order is the life of one order on the client: place it, cancel it if
+// chosen, and hand it to the followers while it is PENDING.
+func (r *runner) order(ctx context.Context, rec *record, accepted chan<- *record) {
+	r.place(ctx, rec)
+	if rec.done {
+		r.sent.Add(1)
+	}
+	if rec.failure != "" {
+		r.failed.Add(1)
+	}
+	if rec.id == "" {
+		return
+	}
+	r.accepted.Add(1)
+	if rec.cancel {
+		r.cancelOrder(ctx, rec)
+	}
+	if rec.status == pending {
+		accepted <- rec
+	} else {
+		r.final.Add(1)
+	}
 }
 
-// place POSTs order n: 1..Items distinct load SKUs, 1..3 units each.
-func (r *runner) place(ctx context.Context, rng *rand.Rand, perm []int, n int, rec *record) {
+// newRecord draws order n: 1..Items distinct load SKUs, 1..3 units each;
+// one of them replaced by a SKU that does not exist if the order is one
+// of the UnknownSKURatio; cancelled once accepted if one of the
+// CancelRatio.
+func (r *runner) newRecord(rng *rand.Rand, perm []int, n int, due time.Time) *record {
 	k := 1 + rng.IntN(r.cfg.Items)
 	items := make([]item, k)
 	for i := range k { // a partial Fisher-Yates shuffle picks k distinct SKUs
@@ -227,10 +349,43 @@ func (r *runner) place(ctx context.Context, rng *rand.Rand, perm []int, n int, r
 		perm[i], perm[j] = perm[j], perm[i]
 		items[i] = item{SKU: sku(perm[i]), Quantity: 1 + rng.IntN(maxQuantity)}
 	}
+	rec := &record{n: n, items: items, due: due}
+	if rng.Float64() < r.cfg.UnknownSKURatio {
+		rec.unknown = true
+		items[rng.IntN(k)].SKU = unknownSKU(n)
+	}
+	rec.cancel = rng.Float64() < r.cfg.CancelRatio
+	return rec
+}
+
+// order is the part of the API's order this package reads.
+type order struct {
+	ID        string    `json:"id"`
+	Status    string    `json:"status"`
+	Reason    string    `json:"reason"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+type item struct {
+	SKU      string `json:"sku"`
+	Quantity int    `json:"quantity"`
+}
+
+// take records what an answer said of the order, at now.
+func (rec *record) take(o order, now time.Time) {
+	rec.status, rec.reason, rec.created, rec.updated = o.Status, o.Reason, o.CreatedAt, o.UpdatedAt
+	if o.Status != pending && rec.seen.IsZero() {
+		rec.seen = now
+	}
+}
+
+// place POSTs the order.
+func (r *runner) place(ctx context.Context, rec *record) {
 	body, _ := json.Marshal(struct {
 		CustomerID string `json:"customer_id"`
 		Items      []item `json:"items"`
-	}{"load-" + strconv.Itoa(n+1), items})
+	}{"load-" + strconv.Itoa(rec.n+1), rec.items})
 
 	rec.sent = time.Now()
 	code, resp, err := r.do(ctx, http.MethodPost, "/api/v1/orders", body)
@@ -252,15 +407,44 @@ func (r *runner) place(ctx context.Context, rng *rand.Rand, perm []int, n int, r
 		rec.failure, rec.detail = "202 without an order", truncate(string(resp))
 		return
 	}
-	rec.accepted, rec.id, rec.status = now, o.ID, o.Status
-	if o.Status != pending {
-		rec.final = now
+	rec.accepted, rec.id = now, o.ID
+	rec.take(o, now)
+}
+
+// cancelOrder cancels an accepted order. A 409 means inventory's rejection
+// came first; the followers then read the order as it is.
+func (r *runner) cancelOrder(ctx context.Context, rec *record) {
+	code, body, err := r.do(ctx, http.MethodPost, "/api/v1/orders/"+url.PathEscape(rec.id)+"/cancel", nil)
+	now := time.Now()
+	var o order
+	switch {
+	case err != nil:
+		if ctx.Err() == nil {
+			r.cancelErrs.add(noResponse, err.Error())
+			r.failed.Add(1)
+		}
+	case code == http.StatusConflict:
+		rec.cancelStatus = code
+	case code != http.StatusOK && code != http.StatusAccepted:
+		r.cancelErrs.add(strconv.Itoa(code), describe(code, body))
+		r.failed.Add(1)
+	case json.Unmarshal(body, &o) != nil || o.Status == "":
+		r.cancelErrs.add(strconv.Itoa(code)+" without an order", truncate(string(body)))
+		r.failed.Add(1)
+	default:
+		rec.cancelStatus = code
+		rec.take(o, now)
 	}
 }
 
 // follow long-polls an accepted order until it leaves PENDING, the run
 // stops, or its GETs fail too often.
-func (r *runner) follow(ctx context.Context, rec *record, errs *tally) {
+func (r *runner) follow(ctx context.Context, rec *record) {
+	defer func() {
+		if rec.status != pending {
+			r.final.Add(1)
+		}
+	}()
 	path := "/api/v1/orders/" + url.PathEscape(rec.id) + "?wait=" + waitFor.String()
 	fails := 0
 	for rec.status == pending && ctx.Err() == nil {
@@ -273,26 +457,27 @@ func (r *runner) follow(ctx context.Context, rec *record, errs *tally) {
 		var o order
 		switch {
 		case err != nil:
-			errs.add(noResponse, err.Error())
+			r.waitErrs.add(noResponse, err.Error())
 		case code != http.StatusOK:
-			errs.add(strconv.Itoa(code), describe(code, body))
+			r.waitErrs.add(strconv.Itoa(code), describe(code, body))
 			if code < 500 && code != http.StatusTooManyRequests {
+				r.failed.Add(1)
 				return // will not get better by asking again
 			}
 		case json.Unmarshal(body, &o) != nil || o.Status == "":
-			errs.add("200 without an order", truncate(string(body)))
+			r.waitErrs.add("200 without an order", truncate(string(body)))
+			r.failed.Add(1)
 			return
 		default:
 			fails = 0
-			rec.status = o.Status
-			if o.Status != pending {
-				rec.final = now
-			} else if now.Sub(asked) < waitFor/2 {
+			rec.take(o, now)
+			if o.Status == pending && now.Sub(asked) < waitFor/2 {
 				// The server did not hold the request: do not spin.
 				sleep(ctx, 100*time.Millisecond)
 			}
 			continue
 		}
+		r.failed.Add(1)
 		if fails++; fails >= waitRetries {
 			return
 		}

@@ -25,8 +25,8 @@ func Percentile(sorted []time.Duration, p float64) time.Duration {
 
 // Summary describes a set of durations.
 type Summary struct {
-	N                  int
-	P50, P90, P99, Max time.Duration
+	N                        int
+	P50, P90, P99, P999, Max time.Duration
 }
 
 // Summarize sorts a copy of ds and describes it.
@@ -37,19 +37,20 @@ func Summarize(ds []time.Duration) Summary {
 		return Summary{}
 	}
 	return Summary{
-		N:   len(s),
-		P50: Percentile(s, 50),
-		P90: Percentile(s, 90),
-		P99: Percentile(s, 99),
-		Max: s[len(s)-1],
+		N:    len(s),
+		P50:  Percentile(s, 50),
+		P90:  Percentile(s, 90),
+		P99:  Percentile(s, 99),
+		P999: Percentile(s, 99.9),
+		Max:  s[len(s)-1],
 	}
 }
 
 func (s Summary) String() string {
 	if s.N == 0 {
-		return "p50 -  p90 -  p99 -  max -"
+		return "p50 -  p90 -  p99 -  p99.9 -  max -"
 	}
-	return fmt.Sprintf("p50 %s  p90 %s  p99 %s  max %s", fmtDur(s.P50), fmtDur(s.P90), fmtDur(s.P99), fmtDur(s.Max))
+	return fmt.Sprintf("p50 %s  p90 %s  p99 %s  p99.9 %s  max %s", fmtDur(s.P50), fmtDur(s.P90), fmtDur(s.P99), fmtDur(s.P999), fmtDur(s.Max))
 }
 
 // fmtDur prints a duration with two or three significant digits.

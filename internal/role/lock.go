@@ -18,12 +18,15 @@ type DataLock struct {
 	f *os.File
 }
 
+// LockFile is the name of the lock file in a data directory.
+const LockFile = "converge.lock"
+
 // LockDataDir takes the lock of dir, or says which process holds it.
 func LockDataDir(dir string) (*DataLock, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("lock data directory: %w", err)
 	}
-	path := filepath.Join(dir, "converge.lock")
+	path := filepath.Join(dir, LockFile)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("lock data directory: %w", err)

@@ -205,6 +205,39 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 		}
 	})
 
+	// A misspelt parameter must not be ignored (?aftr= would be a silent
+	// first page). The probes /healthz and /readyz, which the load balancer
+	// answers itself, are left out.
+	t.Run("query parameters are the spec's", func(t *testing.T) {
+		items := paths(t, doc)
+		for _, op := range ops {
+			if !strings.HasPrefix(op.Path, "/api/") {
+				continue
+			}
+			item := items[op.Path]
+			opDoc, _ := item[strings.ToLower(op.Method)].(map[string]any)
+			var names []string
+			for _, p := range append(params(t, doc, item["parameters"]), params(t, doc, opDoc["parameters"])...) {
+				if p["in"] == "query" {
+					names = append(names, p["name"].(string))
+				}
+			}
+			path := fill(t, op.Path)
+			var body any
+			if op.Method == http.MethodPut || op.Method == http.MethodPost {
+				body = "{}"
+			}
+			for _, name := range append(names, "bogus") {
+				r := c.do(op.Method, path+"?"+name+"=", body)
+				what := fmt.Sprintf("%s with ?%s=", op, name)
+				unknown := r.Status == http.StatusBadRequest && strings.Contains(asProblem(t, what, r).Detail, "unknown query parameter")
+				if want := name == "bogus"; unknown != want {
+					t.Errorf("%s: status %d %s; want refused as unknown: %v", what, r.Status, r.Body, want)
+				}
+			}
+		}
+	})
+
 	t.Run("unlisted methods are refused", func(t *testing.T) {
 		templates := make([]string, 0, len(listed))
 		for p := range listed {

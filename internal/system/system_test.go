@@ -248,6 +248,15 @@ func TestInvalidInputsChangeNothing(t *testing.T) {
 		{"missing on_hand", "PUT", "/api/v1/inventory/A-1", `{}`, nil, 400},
 		{"bad sku in path", "PUT", "/api/v1/inventory/A%201", `{"on_hand":1}`, nil, 400},
 		{"stock unknown field", "PUT", "/api/v1/inventory/A-1", `{"on_hand":1,"reserved":0}`, nil, 400},
+		{"quantity in capitals", "POST", "/api/v1/orders", `{"customer_id":"c-1","items":[{"sku":"A-1","QUANTITY":1}]}`, nil, 400},
+		{"sku in title case", "POST", "/api/v1/orders", `{"customer_id":"c-1","items":[{"Sku":"A-1","quantity":1}]}`, nil, 400},
+		{"items in title case", "POST", "/api/v1/orders", `{"customer_id":"c-1","Items":[{"sku":"A-1","quantity":1}]}`, nil, 400},
+		{"long-s look-alike key", "POST", "/api/v1/orders", `{"customer_id":"c-1","items":[{"ſku":"A-1","quantity":1}]}`, nil, 400},
+		{"repeated key", "POST", "/api/v1/orders", `{"customer_id":"c-1","items":[{"sku":"A-1","quantity":1,"quantity":2}]}`, nil, 400},
+		{"ON_HAND in capitals", "PUT", "/api/v1/inventory/A-1", `{"ON_HAND":7}`, nil, 400},
+		{"unknown query parameter", "GET", "/api/v1/orders?aftr=x", "", nil, 400},
+		{"query parameter twice", "GET", "/api/v1/inventory?limit=1&limit=2", "", nil, 400},
+		{"query on a place", "POST", "/api/v1/orders?dry_run=true", `{"customer_id":"c","items":[{"sku":"A-1","quantity":1}]}`, nil, 400},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -577,4 +586,28 @@ func TestCheckWhileRunning(t *testing.T) {
 		t.Fatalf("the checker ran %d times in 2s, want several", runs)
 	}
 	checkInvariants(t, sys)
+}
+
+// curl sends Expect: 100-continue with a large body; the final answer must
+// still carry its X-Request-ID through the load balancer and the gateway.
+func TestExpectContinueKeepsRequestID(t *testing.T) {
+	sys := start(t)
+	c := newClient(t, sys)
+	c.setStock("A-1", 5)
+	for _, tt := range []struct {
+		name, method, path, body string
+		want                     int
+	}{
+		{"accepted", "POST", "/api/v1/orders", `{"customer_id":"c","items":[{"sku":"A-1","quantity":1}]}`, 202},
+		{"refused by the service", "POST", "/api/v1/orders", `{"customer_id":"c","items":[]}`, 400},
+		{"set stock", "PUT", "/api/v1/inventory/A-1", `{"on_hand":6}`, 200},
+	} {
+		r := c.do(tt.method, tt.path, tt.body, "Expect", "100-continue", "X-Request-ID", "expect-"+strings.ReplaceAll(tt.name, " ", "-"))
+		if r.Status != tt.want {
+			t.Errorf("%s: status %d, want %d: %s", tt.name, r.Status, tt.want, r.Body)
+		}
+		if got := r.Header.Values("X-Request-ID"); len(got) != 1 || got[0] != "expect-"+strings.ReplaceAll(tt.name, " ", "-") {
+			t.Errorf("%s: X-Request-ID %q, want exactly the one sent", tt.name, got)
+		}
+	}
 }

@@ -4,13 +4,18 @@
 package web
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"mime"
 	"net/http"
+	"net/url"
+	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -59,8 +64,10 @@ func (e *StatusError) Error() string { return e.Err.Error() }
 func (e *StatusError) Unwrap() error { return e.Err }
 
 // Decode reads one JSON object from the request body into dst. It refuses a
-// content type other than JSON (415), a body over MaxBody (413), unknown
-// fields, trailing data and malformed JSON (400).
+// content type other than JSON (415), a body over MaxBody (413), malformed
+// JSON, trailing data, and any object key that is not exactly the JSON name
+// of a field of dst or appears twice (400): encoding/json alone would take
+// "QUANTITY" or "ſku" for "quantity" or "sku".
 func Decode(w http.ResponseWriter, r *http.Request, dst any) error {
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		mt, _, err := mime.ParseMediaType(ct)
@@ -70,15 +77,32 @@ func Decode(w http.ResponseWriter, r *http.Request, dst any) error {
 	} else {
 		return &StatusError{http.StatusUnsupportedMediaType, errors.New("content type must be application/json")}
 	}
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxBody))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return &StatusError{http.StatusRequestEntityTooLarge, fmt.Errorf("body is larger than %d bytes", MaxBody)}
+		}
+		return &StatusError{http.StatusBadRequest, fmt.Errorf("reading the body: %w", err)}
+	}
+	return decodeBytes(body, dst)
+}
+
+// decodeBytes is Decode of a body already read: it refuses malformed JSON,
+// trailing data and inexact or repeated keys with a 400 *StatusError.
+func decodeBytes(body []byte, dst any) error {
+	if json.Valid(body) {
+		// Valid JSON may still be the wrong shape; decoding below says so.
+		if err := checkKeys(body, reflect.TypeOf(dst)); err != nil {
+			return &StatusError{http.StatusBadRequest, err}
+		}
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(dst); err != nil {
-		var tooBig *http.MaxBytesError
 		var syntax *json.SyntaxError
 		var typ *json.UnmarshalTypeError
 		switch {
-		case errors.As(err, &tooBig):
-			return &StatusError{http.StatusRequestEntityTooLarge, fmt.Errorf("body is larger than %d bytes", MaxBody)}
 		case errors.Is(err, io.EOF):
 			return &StatusError{http.StatusBadRequest, errors.New("body is empty")}
 		case errors.As(err, &syntax):
@@ -92,10 +116,6 @@ func Decode(w http.ResponseWriter, r *http.Request, dst any) error {
 		}
 	}
 	if err := dec.Decode(&struct{}{}); !errors.Is(err, io.EOF) {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			return &StatusError{http.StatusRequestEntityTooLarge, fmt.Errorf("body is larger than %d bytes", MaxBody)}
-		}
 		return &StatusError{http.StatusBadRequest, errors.New("body must hold a single JSON object")}
 	}
 	return nil
@@ -150,4 +170,37 @@ func QueryLimit(r *http.Request, max int) (int, error) {
 		return 0, &StatusError{http.StatusBadRequest, fmt.Errorf("limit must be a whole number from 1 to %d", max)}
 	}
 	return n, nil
+}
+
+// Query serves next only when the request's query string is well formed and
+// names no parameter other than params, none of them twice; otherwise it
+// answers 400 naming the parameter, so that a misspelt one (?aftr=) is
+// refused rather than ignored. A route without parameters passes none.
+func Query(next http.Handler, params ...string) http.Handler {
+	takes := "takes no query parameters"
+	if len(params) > 0 {
+		takes = "takes only " + strings.Join(params, ", ")
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		q, err := url.ParseQuery(r.URL.RawQuery)
+		if err != nil {
+			WriteProblem(w, http.StatusBadRequest, "malformed query string: "+err.Error())
+			return
+		}
+		for _, name := range slices.Sorted(maps.Keys(q)) {
+			switch {
+			case !slices.Contains(params, name):
+				route := r.Pattern // set by ServeMux
+				if route == "" {
+					route = "this route"
+				}
+				WriteProblem(w, http.StatusBadRequest, fmt.Sprintf("unknown query parameter %q: %s %s", name, route, takes))
+				return
+			case len(q[name]) > 1:
+				WriteProblem(w, http.StatusBadRequest, fmt.Sprintf("query parameter %q is given %d times; give it once", name, len(q[name])))
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
 }

@@ -179,3 +179,102 @@ func TestHandler(t *testing.T) {
 		}
 	})
 }
+
+func TestDecodeNamesMatchExactly(t *testing.T) {
+	type item struct {
+		SKU      string `json:"sku"`
+		Quantity int    `json:"quantity"`
+	}
+	type Meta struct {
+		Note string `json:"note"`
+	}
+	type order struct {
+		Meta                         // promoted: "note"
+		CustomerID string            `json:"customer_id"`
+		Items      []item            `json:"items"`
+		Labels     map[string]string `json:"labels"`
+		Extra      json.RawMessage   `json:"extra"`
+		Ignored    string            `json:"-"`
+		Untagged   int               // named by its Go name
+		Backup     *item             `json:"backup,omitempty"`
+		ByName     map[string][]item `json:"by_name"`
+	}
+	cases := []struct {
+		name, body string
+		wantErr    string // "": accepted
+	}{
+		{"exact", `{"customer_id":"c","items":[{"sku":"A-1","quantity":1}],"note":"n","Untagged":1,"backup":{"sku":"B","quantity":2}}`, ""},
+		{"map keys are free", `{"labels":{"Any Key":"v","ſ":"w"},"by_name":{"X":[{"sku":"A","quantity":1}]}}`, ""},
+		{"raw message is not walked", `{"extra":{"QUANTITY":1,"a":{"b":[1]}}}`, ""},
+		{"upper-case nested key", `{"customer_id":"c-1","items":[{"sku":"A-1","QUANTITY":1}]}`,
+			`unknown field "items[0].QUANTITY": field names are case-sensitive; did you mean "quantity"?`},
+		{"title-case key", `{"customer_id":"c","items":[{"Sku":"A-1","quantity":1}]}`, `unknown field "items[0].Sku"`},
+		{"title-case top-level key", `{"customer_id":"c","Items":[]}`, `unknown field "Items"`},
+		{"long s look-alike", `{"customer_id":"c","items":[{"ſku":"A-1","quantity":1}]}`, `unknown field "items[0].ſku": field names are case-sensitive; did you mean "sku"?`},
+		{"kelvin sign look-alike", `{"customer_id":"c","items":[],"note":"x","Untagged":1,"labels":{},"bac\u212aup":{}}`, `did you mean "backup"?`},
+		{"wrong case of an untagged field", `{"untagged":1}`, `unknown field "untagged"`},
+		{"a skipped field", `{"Ignored":"x"}`, `unknown field "Ignored"`},
+		{"inside a pointer", `{"backup":{"SKU":"A"}}`, `unknown field "backup.SKU"`},
+		{"inside a map of slices", `{"by_name":{"X":[{"sku":"A","Quantity":1}]}}`, `unknown field "by_name.X[0].Quantity"`},
+		{"repeated key", `{"customer_id":"a","customer_id":"b"}`, `field "customer_id" appears twice`},
+		{"repeated nested key", `{"items":[{"sku":"A","sku":"B"}]}`, `field "items[0].sku" appears twice`},
+		{"wrong kind is a type error", `{"customer_id":{"X":1}}`, `field "customer_id" must be string`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := httptest.NewRequest("POST", "/x", strings.NewReader(c.body))
+			r.Header.Set("Content-Type", "application/json")
+			var o order
+			err := web.Decode(httptest.NewRecorder(), r, &o)
+			if c.wantErr == "" {
+				if err != nil {
+					t.Fatalf("Decode(%s): %v, want nil", c.body, err)
+				}
+				return
+			}
+			var se *web.StatusError
+			if !errors.As(err, &se) || se.Status != http.StatusBadRequest || !strings.Contains(err.Error(), c.wantErr) {
+				t.Fatalf("Decode(%s): got %v, want a 400 *StatusError containing %q", c.body, err, c.wantErr)
+			}
+		})
+	}
+}
+
+func TestQuery(t *testing.T) {
+	mux := http.NewServeMux()
+	mux.Handle("GET /things", web.Query(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		web.WriteJSON(w, http.StatusOK, r.URL.Query())
+	}), "after", "limit"))
+	mux.Handle("POST /things", web.Query(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusNoContent)
+	})))
+	cases := []struct {
+		method, target string
+		wantStatus     int
+		wantDetail     string
+	}{
+		{"GET", "/things", http.StatusOK, ""},
+		{"GET", "/things?after=x&limit=2", http.StatusOK, ""},
+		{"GET", "/things?after=", http.StatusOK, ""},
+		{"GET", "/things?aftr=x", http.StatusBadRequest, `unknown query parameter "aftr": GET /things takes only after, limit`},
+		{"GET", "/things?After=x", http.StatusBadRequest, `unknown query parameter "After"`},
+		{"GET", "/things?limit=1&limit=2", http.StatusBadRequest, `query parameter "limit" is given 2 times`},
+		{"GET", "/things?after=%zz", http.StatusBadRequest, "malformed query string"},
+		{"GET", "/things?a;b", http.StatusBadRequest, "malformed query string"},
+		{"POST", "/things", http.StatusNoContent, ""},
+		{"POST", "/things?dry_run=1", http.StatusBadRequest, `unknown query parameter "dry_run": POST /things takes no query parameters`},
+	}
+	for _, c := range cases {
+		rec := httptest.NewRecorder()
+		mux.ServeHTTP(rec, httptest.NewRequest(c.method, c.target, nil))
+		if c.wantDetail == "" {
+			if rec.Code != c.wantStatus {
+				t.Errorf("%s %s: status %d, want %d (body %s)", c.method, c.target, rec.Code, c.wantStatus, rec.Body)
+			}
+			continue
+		}
+		if p := problem(t, rec, c.wantStatus); !strings.Contains(p.Detail, c.wantDetail) {
+			t.Errorf("%s %s: detail %q, want it to contain %q", c.method, c.target, p.Detail, c.wantDetail)
+		}
+	}
+}

@@ -15,9 +15,10 @@ import (
 // and the broker are reachable.
 func Routes(svc *inventory.Service, ready health.Check, log *slog.Logger) http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("PUT /api/v1/inventory/{sku}", handleSet(svc, log))
-	mux.Handle("GET /api/v1/inventory/{sku}", handleGet(svc, log))
-	mux.Handle("GET /api/v1/inventory", handleList(svc, log))
+	// web.Query names the query parameters each route takes; any other is a 400.
+	mux.Handle("PUT /api/v1/inventory/{sku}", web.Query(handleSet(svc, log)))
+	mux.Handle("GET /api/v1/inventory/{sku}", web.Query(handleGet(svc, log)))
+	mux.Handle("GET /api/v1/inventory", web.Query(handleList(svc, log), "after", "limit"))
 	health.Register(mux, ready)
 	return web.Handler(mux)
 }

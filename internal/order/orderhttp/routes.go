@@ -15,10 +15,11 @@ import (
 // and the broker are reachable.
 func Routes(svc *order.Service, ready health.Check, log *slog.Logger) http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("POST /api/v1/orders", handlePlace(svc, log))
-	mux.Handle("GET /api/v1/orders", handleList(svc, log))
-	mux.Handle("GET /api/v1/orders/{id}", handleGet(svc, log))
-	mux.Handle("POST /api/v1/orders/{id}/cancel", handleCancel(svc, log))
+	// web.Query names the query parameters each route takes; any other is a 400.
+	mux.Handle("POST /api/v1/orders", web.Query(handlePlace(svc, log)))
+	mux.Handle("GET /api/v1/orders", web.Query(handleList(svc, log), "customer_id", "status", "after", "limit"))
+	mux.Handle("GET /api/v1/orders/{id}", web.Query(handleGet(svc, log), "wait"))
+	mux.Handle("POST /api/v1/orders/{id}/cancel", web.Query(handleCancel(svc, log)))
 	health.Register(mux, ready)
 	return web.Handler(mux)
 }
