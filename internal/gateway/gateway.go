@@ -128,12 +128,10 @@ func (u Upstream) pool(field string, log *slog.Logger) (*lb.Pool, error) {
 	p, err := lb.NewPool(lb.PoolConfig{
 		Name:       u.Name + " instance",
 		Backends:   u.URLs,
-		HealthPath: healthPath,
 		// /readyz pings the database, which waits for a free connection on
-		// a busy instance: slow is not unready. An unready instance answers
-		// 503 at once, and a dead one refuses at once, so this costs no
-		// time in taking either out.
-		HealthTimeout: 2 * time.Second,
+		// a busy instance: slow is not unready (the pool's default timeout
+		// allows for it).
+		HealthPath: healthPath,
 	}, log.With("upstream", u.Name))
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %s upstream: %w", field, err)

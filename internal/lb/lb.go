@@ -26,7 +26,7 @@ type Config struct {
 	Policy         string        // "least-loaded" (default when "") or "round-robin"
 	HealthPath     string        // default "/healthz"
 	HealthInterval time.Duration // default 500ms
-	HealthTimeout  time.Duration // default 400ms
+	HealthTimeout  time.Duration // default 2s
 	FailAfter      int           // consecutive failed checks that take a backend out; default 2
 }
 

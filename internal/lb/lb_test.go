@@ -172,7 +172,7 @@ func TestNew(t *testing.T) {
 	}
 	got := b.pool.cfg
 	if got.Policy != "least-loaded" || got.HealthPath != "/healthz" || got.HealthInterval != 500*time.Millisecond ||
-		got.HealthTimeout != 400*time.Millisecond || got.FailAfter != 2 {
+		got.HealthTimeout != 2*time.Second || got.FailAfter != 2 {
 		t.Errorf("defaults = %+v, want least-loaded, /healthz, 500ms, 400ms, 2", got)
 	}
 	if got, want := b.Healthy(), []string{"http://127.0.0.1:1"}; !slices.Equal(got, want) {

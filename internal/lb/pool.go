@@ -25,7 +25,7 @@ type PoolConfig struct {
 	Policy         string        // "least-loaded" (default when "") or "round-robin"
 	HealthPath     string        // default "/healthz"
 	HealthInterval time.Duration // default 500ms
-	HealthTimeout  time.Duration // default 400ms
+	HealthTimeout  time.Duration // default 2s
 	FailAfter      int           // consecutive failed checks that take a backend out; default 2
 }
 
@@ -102,7 +102,12 @@ func NewPool(cfg PoolConfig, log *slog.Logger) (*Pool, error) {
 		cfg.HealthInterval = 500 * time.Millisecond
 	}
 	if cfg.HealthTimeout == 0 {
-		cfg.HealthTimeout = 400 * time.Millisecond
+		// Slow is not dead: on a busy machine a live instance's answer can
+		// take a second, and taking every instance out for it refuses all
+		// traffic. A dead instance refuses the connection and a broken one
+		// answers an error at once, so this costs no time in taking either
+		// out; only a hung one takes longer to leave.
+		cfg.HealthTimeout = 2 * time.Second
 	}
 	if cfg.FailAfter == 0 {
 		cfg.FailAfter = 2
