@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/convergehq/converge/internal/lb"
+	"github.com/convergehq/converge/internal/telemetry"
 	"github.com/convergehq/converge/internal/web"
 )
 
@@ -260,8 +261,6 @@ func unavailable(err error) bool {
 
 const requestIDHeader = "X-Request-ID"
 
-type requestIDKey struct{}
-
 // withRequestID runs outermost so every response, errors and 404s included,
 // carries the id the services log under.
 func withRequestID(next http.Handler) http.Handler {
@@ -271,14 +270,13 @@ func withRequestID(next http.Handler) http.Handler {
 			id = rand.Text()
 		}
 		w.Header().Set(requestIDHeader, id)
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id)))
+		next.ServeHTTP(w, r.WithContext(telemetry.WithRequestID(r.Context(), id)))
 	})
 }
 
-func requestID(ctx context.Context) string {
-	id, _ := ctx.Value(requestIDKey{}).(string)
-	return id
-}
+// requestID is the id withRequestID gave the request; the log handler
+// of package telemetry adds it to what is logged with ctx.
+func requestID(ctx context.Context) string { return telemetry.RequestID(ctx) }
 
 // validRequestID accepts 1 to 128 visible ASCII characters: enough for any
 // tracing scheme, and nothing that could split a log line or a header.

@@ -18,6 +18,7 @@ import (
 	"github.com/convergehq/converge/internal/inbox"
 	"github.com/convergehq/converge/internal/outbox"
 	"github.com/convergehq/converge/internal/store"
+	"github.com/convergehq/converge/internal/telemetry"
 )
 
 // ServiceConfig is what the order and the inventory service are both told.
@@ -30,6 +31,8 @@ type ServiceConfig struct {
 	NATS        NATS
 	Instance    string        // this process's name: logs, the outbox lease, the broker's client list
 	RelayLease  time.Duration // how long the outbox relay may publish after renewing its lease
+	AccessLog   bool          // log a line per HTTP request at info
+	Tracing     telemetry.Tracing
 }
 
 // cacheEntries bounds an in-process cache.
@@ -44,6 +47,12 @@ func (c *ServiceConfig) register(fs *flag.FlagSet, name, addr, dbFlag, db string
 	c.NATS.register(fs, "nats://127.0.0.1:4222")
 	fs.StringVar(&c.Instance, "instance", "", "name of this instance (default: "+name+"-HOST-PID)")
 	fs.DurationVar(&c.RelayLease, "relay-lease", 5*time.Second, "how long an outbox relay may publish after renewing its lease; another instance takes over within this after it dies")
+	registerAccessLog(fs, &c.AccessLog)
+}
+
+// registerAccessLog adds the flag every role with an HTTP server has.
+func registerAccessLog(fs *flag.FlagSet, on *bool) {
+	fs.BoolVar(on, "access-log", true, "log a line per HTTP request at info level (method, route, status, duration, request and trace ids)")
 }
 
 // Validate checks c before anything is opened or written.
@@ -74,6 +83,8 @@ func (c ServiceConfig) Validate() error {
 type Service struct {
 	name        string
 	log         *slog.Logger
+	tracing     telemetry.Tracing
+	accessLog   bool
 	http        *server
 	db          *store.DB
 	cache       cache.Cache
@@ -107,7 +118,8 @@ func openService(ctx context.Context, name string, cfg ServiceConfig, log *slog.
 	if cfg.Instance == "" {
 		cfg.Instance = defaultInstance(name)
 	}
-	s := &Service{name: name, log: log, failed: make(chan error, 4)}
+	log = telemetry.Logger(log)
+	s := &Service{name: name, log: log, tracing: cfg.Tracing, accessLog: cfg.AccessLog, failed: make(chan error, 4)}
 	defer func() {
 		if err != nil {
 			err = errors.Join(fmt.Errorf("%s: %w", name, err), s.Shutdown(context.WithoutCancel(ctx)))
@@ -128,7 +140,7 @@ func openService(ctx context.Context, name string, cfg ServiceConfig, log *slog.
 	// The lease names the process, not only the instance: two processes
 	// given the same --instance must not both hold it.
 	holder := cfg.Instance + "-" + strings.ToLower(rand.Text()[:6])
-	s.relay = outbox.NewRelay(s.db, s.conn, log, outbox.RelayConfig{Lease: cfg.RelayLease, Holder: holder})
+	s.relay = outbox.NewRelay(s.db, s.conn, log, outbox.RelayConfig{Lease: cfg.RelayLease, Holder: holder, Name: name, Tracing: cfg.Tracing})
 	s.prune = []pruner{
 		{what: "published outbox rows", retention: outbox.Retention, prune: func(ctx context.Context, before time.Time) (int64, error) { return outbox.Prune(ctx, s.db, before) }},
 		{what: "inbox rows", retention: inbox.Retention, prune: func(ctx context.Context, before time.Time) (int64, error) { return inbox.Prune(ctx, s.db, before) }},
@@ -165,7 +177,7 @@ func (s *Service) run(cc broker.ConsumerConfig, h broker.BatchHandler, api http.
 			}
 		}
 	})
-	s.http.serve(api, s.failed)
+	s.http.serve(telemetry.Handler(telemetry.HTTPConfig{Role: s.name, Tracing: s.tracing, Log: s.log, AccessLog: s.accessLog}, api), s.failed)
 }
 
 // ready is the service's readiness: it can serve its own requests when its

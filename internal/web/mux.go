@@ -3,6 +3,8 @@ package web
 import (
 	"fmt"
 	"net/http"
+
+	"github.com/convergehq/converge/internal/telemetry"
 )
 
 // Handler serves mux, but answers an unknown route (404) or a wrong method
@@ -12,6 +14,7 @@ func Handler(mux *http.ServeMux) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h, pattern := mux.Handler(r)
 		if pattern != "" {
+			telemetry.SetRoute(r.Context(), pattern)
 			mux.ServeHTTP(w, r)
 			return
 		}

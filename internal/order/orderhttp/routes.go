@@ -19,6 +19,9 @@ func Routes(svc *order.Service, ready health.Check, log *slog.Logger) http.Handl
 	mux.Handle("GET /api/v1/orders", handleList(svc, log))
 	mux.Handle("GET /api/v1/orders/{id}", handleGet(svc, log))
 	mux.Handle("POST /api/v1/orders/{id}/cancel", handleCancel(svc, log))
+	// Internal: the gateway merges it with inventory's part into
+	// GET /api/v1/orders/{id}/timeline.
+	mux.Handle("GET /internal/v1/orders/{id}/timeline", handleTimeline(svc, log))
 	health.Register(mux, ready)
 	return web.Handler(mux)
 }
