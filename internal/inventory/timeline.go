@@ -3,6 +3,7 @@ package inventory
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/convergehq/converge/internal/events"
 	"github.com/convergehq/converge/internal/timeline"
@@ -50,7 +51,7 @@ func (s *Service) Timeline(ctx context.Context, orderID string) ([]timeline.Step
 			continue
 		}
 		add(ev)
-		ev.At, ev.Step, ev.Detail = e.PublishedAt, published, string(e.Type)+" acknowledged by the broker"
+		ev.At, ev.Step, ev.Detail = e.PublishedAt, published, strings.TrimPrefix(string(e.Type), "io.converge.")+" acknowledged by the broker"
 		add(ev)
 	}
 	return timeline.Merge(steps), nil

@@ -83,13 +83,18 @@ func TestTimeline(t *testing.T) {
 	for _, tc := range cases {
 		want := slices.Clone(tc.steps)
 		slices.Sort(want)
-		var tl timelineView
 		// The last steps (a reply applied, a release) follow the final
 		// status by a moment.
-		eventually(t, 10*time.Second, "the timeline of "+tc.status+" order "+tc.id, func() bool {
+		until := waitEnd(t, 10*time.Second)
+		tl := c.timeline(tc.id)
+		for !slices.Equal(stepNames(tl), want) && time.Now().Before(until) {
+			time.Sleep(50 * time.Millisecond)
 			tl = c.timeline(tc.id)
-			return slices.Equal(stepNames(tl), want)
-		})
+		}
+		if got := stepNames(tl); !slices.Equal(got, want) {
+			t.Errorf("timeline of %s order %s:\n got %v\nwant %v", tc.status, tc.id, got, want)
+			continue
+		}
 		if tl.OrderID != tc.id || tl.Status != tc.status {
 			t.Errorf("timeline of %s: order %s, status %s; want %s, %s", tc.id, tl.OrderID, tl.Status, tc.id, tc.status)
 		}
