@@ -18,7 +18,7 @@ import (
 	"github.com/convergehq/converge/internal/system"
 )
 
-func runDev(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+func runDev(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) (err error) {
 	cfg := system.DefaultConfig()
 	fs := newFlagSet("dev")
 	fs.StringVar(&cfg.Addr, "addr", cfg.Addr, "load balancer listen address")
@@ -34,6 +34,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	fs.StringVar(&cfg.InventoryDB, "inventory-db", "", "the inventory service's database: sqlite:PATH or postgres://... (default: sqlite under --data)")
 	fs.StringVar(&cfg.Cache, "cache", cfg.Cache, "cache: memory (in-process) or redis://host:6379/N")
 	fs.StringVar(&cfg.CachePrefix, "cache-prefix", cfg.CachePrefix, "prefix of this system's keys in a shared Redis")
+	fs.BoolVar(&cfg.AccessLog, "access-log", cfg.AccessLog, "log a line per HTTP request at info level, in every role (method, route, status, duration, request and trace ids)")
 	cfg.NATS.Register(fs)
 	cfg.NATS.URLs = system.Embedded
 	fs.Lookup("nats").DefValue = system.Embedded
@@ -55,6 +56,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 		if *reset {
 			return usageError{"dev: --reset works with the embedded topology only; the cluster keeps its orders in PostgreSQL"}
 		}
+		// Every process reads the OTEL_* variables itself.
 		return runCluster(ctx, cfg, *restart, log, stdout)
 	default:
 		return usageError{fmt.Sprintf("dev: --topology must be embedded or cluster, got %q", *topology)}
@@ -72,6 +74,12 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 		}
 	}
 
+	tr, stopTracing, err := tracing(ctx, getenv, "converge")
+	if err != nil {
+		return err
+	}
+	cfg.Tracing = tr
+	defer func() { err = errors.Join(err, stopTracing()) }()
 	sys, err := system.Start(ctx, cfg, log)
 	if err != nil {
 		return fmt.Errorf("dev: %w", err)
@@ -127,6 +135,9 @@ func runCluster(ctx context.Context, cfg system.Config, restart bool, log *slog.
 		Binary: bin, DataDir: cfg.DataDir, Addr: cfg.Addr, APIKey: cfg.APIKey,
 		OrderDB: cfg.OrderDB, InventoryDB: cfg.InventoryDB, Cache: cfg.Cache, CachePrefix: cfg.CachePrefix,
 		Seed: cfg.Seed, BrokerSync: cfg.BrokerSync, RestartCrashed: restart, Gateways: cfg.Gateways,
+	}
+	if !cfg.AccessLog {
+		ccfg.Env = append(ccfg.Env, "CONVERGE_ACCESS_LOG=false")
 	}
 	if ccfg.APIKey == "" {
 		ccfg.APIKey = "placeholder" // checked below, once the data directory may be written

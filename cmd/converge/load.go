@@ -54,14 +54,12 @@ func runLoad(ctx context.Context, args []string, getenv func(string) string, std
 		cfg.Stock = stock.v
 	}
 	if cfg.APIKey == "" {
-		path := filepath.Join(*dataDir, "api-key")
-		b, err := os.ReadFile(path)
-		if err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("load: read API key: %w", err)
+		var err error
+		if cfg.APIKey, err = keptAPIKey(*dataDir); err != nil {
+			return fmt.Errorf("load: %w", err)
 		}
-		cfg.APIKey = strings.TrimSpace(string(b))
 		if cfg.APIKey == "" {
-			return usageError{fmt.Sprintf("load: --api-key is required (or CONVERGE_API_KEY, or an api-key file in --data, here %s)", path)}
+			return usageError{fmt.Sprintf("load: --api-key is required (or CONVERGE_API_KEY, or an api-key file in --data, here %s)", filepath.Join(*dataDir, "api-key"))}
 		}
 	}
 	if err := cfg.Validate(); err != nil {

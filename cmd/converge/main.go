@@ -11,6 +11,7 @@
 //	converge check      verify the system's invariants
 //	converge load       place orders and measure acceptance and convergence
 //	converge probe      check an endpoint once (container health checks)
+//	converge trace      an order's way through the system, step by step
 //
 // Every flag also reads from a CONVERGE_* environment variable.
 package main
@@ -26,6 +27,8 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+
+	"github.com/convergehq/converge/internal/telemetry"
 )
 
 func main() {
@@ -87,6 +90,8 @@ commands:
   load       place a bounded number of orders and measure acceptance and convergence
   probe      check once that an HTTP endpoint answers 2xx or a TCP port accepts
              (the health check of a container without a shell)
+  trace      print an order's way through the system, step by step, with the
+             time of each (converge trace ORDER_ID)
 
 roles (one process each, for the production topology):
   order      the order service
@@ -126,6 +131,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runRole(ctx, brokerCommand(), rest, getenv, stdout, stderr)
 	case "probe":
 		return runProbe(ctx, rest, getenv, stdout, stderr)
+	case "trace":
+		return runTrace(ctx, rest, getenv, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprintln(stdout, usage)
 		return nil
@@ -216,5 +223,6 @@ func newLogger(w io.Writer, level string) (*slog.Logger, error) {
 	if err := l.UnmarshalText([]byte(level)); err != nil {
 		return nil, usageError{fmt.Sprintf("log level %q: want debug, info, warn or error", level)}
 	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+	// Records logged with a context carry its trace and request ids.
+	return telemetry.Logger(slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))), nil
 }

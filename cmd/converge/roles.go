@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -9,7 +10,25 @@ import (
 	"time"
 
 	"github.com/convergehq/converge/internal/role"
+	"github.com/convergehq/converge/internal/telemetry"
 )
+
+// tracing reads the OTEL_* variables (see telemetry.FromEnv); stop flushes
+// the spans still buffered, within a few seconds.
+func tracing(ctx context.Context, getenv func(string) string, service string) (_ telemetry.Tracing, stop func() error, _ error) {
+	tr, shutdown, err := telemetry.FromEnv(ctx, getenv, service)
+	if err != nil {
+		return telemetry.Tracing{}, nil, usageError{err.Error()}
+	}
+	return tr, func() error {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := shutdown(sctx); err != nil {
+			return fmt.Errorf("flush traces: %w", err)
+		}
+		return nil
+	}, nil
+}
 
 // shutdownGrace bounds a role's graceful shutdown after Ctrl-C or SIGTERM.
 const shutdownGrace = 30 * time.Second
@@ -20,7 +39,7 @@ type roleCommand struct {
 	name     string
 	register func(fs *flag.FlagSet)
 	validate func() error
-	start    func(ctx context.Context, log *slog.Logger) (role.Running, string, error) // the role and what to print
+	start    func(ctx context.Context, log *slog.Logger, tr telemetry.Tracing) (role.Running, string, error) // the role and what to print
 }
 
 func runRole(ctx context.Context, rc roleCommand, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -37,12 +56,16 @@ func runRole(ctx context.Context, rc roleCommand, args []string, getenv func(str
 	if err != nil {
 		return err
 	}
-	r, what, err := rc.start(ctx, log)
+	tr, stopTracing, err := tracing(ctx, getenv, "converge-"+rc.name)
 	if err != nil {
-		return fmt.Errorf("%s: %w", rc.name, err)
+		return err
+	}
+	r, what, err := rc.start(ctx, log, tr)
+	if err != nil {
+		return errors.Join(fmt.Errorf("%s: %w", rc.name, err), stopTracing())
 	}
 	fmt.Fprintf(stdout, "converge %s: %s\n", rc.name, what)
-	if err := role.Wait(ctx, r, shutdownGrace); err != nil {
+	if err := errors.Join(role.Wait(ctx, r, shutdownGrace), stopTracing()); err != nil {
 		return fmt.Errorf("%s: %w", rc.name, err)
 	}
 	fmt.Fprintf(stdout, "converge %s stopped\n", rc.name)
@@ -52,7 +75,8 @@ func runRole(ctx context.Context, rc roleCommand, args []string, getenv func(str
 func orderCommand() roleCommand {
 	var cfg role.OrderConfig
 	return roleCommand{name: "order", register: cfg.Register, validate: func() error { return cfg.Validate() },
-		start: func(ctx context.Context, log *slog.Logger) (role.Running, string, error) {
+		start: func(ctx context.Context, log *slog.Logger, tr telemetry.Tracing) (role.Running, string, error) {
+			cfg.Tracing = tr
 			s, err := role.StartOrder(ctx, cfg, log)
 			if err != nil {
 				return nil, "", err
@@ -64,7 +88,8 @@ func orderCommand() roleCommand {
 func inventoryCommand() roleCommand {
 	var cfg role.InventoryConfig
 	return roleCommand{name: "inventory", register: cfg.Register, validate: func() error { return cfg.Validate() },
-		start: func(ctx context.Context, log *slog.Logger) (role.Running, string, error) {
+		start: func(ctx context.Context, log *slog.Logger, tr telemetry.Tracing) (role.Running, string, error) {
+			cfg.Tracing = tr
 			s, err := role.StartInventory(ctx, cfg, log)
 			if err != nil {
 				return nil, "", err
@@ -76,7 +101,8 @@ func inventoryCommand() roleCommand {
 func gatewayCommand() roleCommand {
 	var cfg role.GatewayConfig
 	return roleCommand{name: "gateway", register: cfg.Register, validate: func() error { return cfg.Validate() },
-		start: func(ctx context.Context, log *slog.Logger) (role.Running, string, error) {
+		start: func(ctx context.Context, log *slog.Logger, tr telemetry.Tracing) (role.Running, string, error) {
+			cfg.Tracing = tr
 			e, err := role.StartGateway(ctx, cfg, log.With("role", "gateway"))
 			if err != nil {
 				return nil, "", err
@@ -88,7 +114,8 @@ func gatewayCommand() roleCommand {
 func lbCommand() roleCommand {
 	var cfg role.LBConfig
 	return roleCommand{name: "lb", register: cfg.Register, validate: func() error { return cfg.Validate() },
-		start: func(ctx context.Context, log *slog.Logger) (role.Running, string, error) {
+		start: func(ctx context.Context, log *slog.Logger, tr telemetry.Tracing) (role.Running, string, error) {
+			cfg.Tracing = tr
 			e, err := role.StartLB(ctx, cfg, log.With("role", "lb"))
 			if err != nil {
 				return nil, "", err
@@ -100,7 +127,8 @@ func lbCommand() roleCommand {
 func brokerCommand() roleCommand {
 	var cfg role.BrokerConfig
 	return roleCommand{name: "broker", register: cfg.Register, validate: func() error { return cfg.Validate() },
-		start: func(ctx context.Context, log *slog.Logger) (role.Running, string, error) {
+		// A broker node is NATS itself: nothing of ours to trace.
+		start: func(ctx context.Context, log *slog.Logger, _ telemetry.Tracing) (role.Running, string, error) {
 			b, err := role.StartBroker(ctx, cfg, log)
 			if err != nil {
 				return nil, "", err

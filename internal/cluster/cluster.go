@@ -41,6 +41,9 @@ type Config struct {
 	Seed           bool
 	BrokerSync     bool
 	RestartCrashed bool // start a process again when it dies unexpectedly
+	// Env is added to the environment of every process (after this
+	// process's own, so it wins): OTEL_* variables, CONVERGE_ACCESS_LOG.
+	Env []string
 	// Instances of each role; zero takes the defaults (3 brokers, 2 of
 	// every service, 2 gateways).
 	Brokers, Orders, Inventories, Gateways int
@@ -278,7 +281,7 @@ func (c *Cluster) setup(ctx context.Context) error {
 	}
 	defer out.Close()
 	cmd := exec.CommandContext(ctx, c.cfg.Binary, "setup", "--replicas", strconv.Itoa(min(c.cfg.Brokers, 3)))
-	cmd.Env = append(os.Environ(), "CONVERGE_NATS="+c.NATSURL, "CONVERGE_NATS_USER="+c.NATSUser, "CONVERGE_NATS_PASSWORD="+c.NATSPassword)
+	cmd.Env = append(append(os.Environ(), c.cfg.Env...), "CONVERGE_NATS="+c.NATSURL, "CONVERGE_NATS_USER="+c.NATSUser, "CONVERGE_NATS_PASSWORD="+c.NATSPassword)
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Run(); err != nil {
 		return fmt.Errorf("setup of streams and consumers failed (%w); see %s", err, logPath)
@@ -343,7 +346,7 @@ func (c *Cluster) spawn(p *Process) error {
 		return fmt.Errorf("%s: %w", p.Name, err)
 	}
 	cmd := exec.Command(c.cfg.Binary, p.args...)
-	cmd.Env = append(os.Environ(), p.env...)
+	cmd.Env = append(append(os.Environ(), c.cfg.Env...), p.env...)
 	cmd.Stdout, cmd.Stderr = out, out
 	// A process group of its own: Ctrl-C in the terminal reaches dev only,
 	// which then stops the processes in order.

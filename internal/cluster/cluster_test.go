@@ -27,6 +27,7 @@ import (
 	"github.com/convergehq/converge/internal/metrics/metricstest"
 	"github.com/convergehq/converge/internal/store"
 	"github.com/convergehq/converge/internal/store/storetest"
+	"github.com/convergehq/converge/internal/telemetry/telemetrytest"
 )
 
 const apiKey = "cluster-test-key"
@@ -44,7 +45,9 @@ type env struct {
 	deadline time.Time
 }
 
-func startCluster(t *testing.T) *env {
+// startCluster starts the cluster; extra is added to every process's
+// environment.
+func startCluster(t *testing.T, extra ...string) *env {
 	t.Helper()
 	storetest.RequirePostgres(t)
 	redisURL := redistest.URL(t)
@@ -66,7 +69,7 @@ func startCluster(t *testing.T) *env {
 	e.c, err = cluster.Start(ctx, cluster.Config{
 		Binary: bin, DataDir: t.TempDir(), Addr: addr, APIKey: apiKey,
 		OrderDB: e.orderDB, InventoryDB: e.invDB, Cache: redisURL,
-		CachePrefix: redistest.Prefix(t, redisURL), BrokerSync: true,
+		CachePrefix: redistest.Prefix(t, redisURL), BrokerSync: true, Env: extra,
 	}, brokertest.Logger(t))
 	if err != nil {
 		t.Fatalf("start cluster: %v", err)
@@ -246,7 +249,14 @@ func (e *env) reserved(sku string) (onHand, reserved int) {
 // each service on PostgreSQL and Redis, 2 gateways, the load balancer,
 // each its own process.
 func TestCluster(t *testing.T) {
-	e := startCluster(t)
+	// Every process exports its spans to the test, but samples only what
+	// a sampled caller started: the test's traced orders, not the load.
+	spans := telemetrytest.NewReceiver(t)
+	e := startCluster(t, "OTEL_EXPORTER_OTLP_ENDPOINT="+spans.URL, "OTEL_TRACES_SAMPLER=parentbased_always_off", "OTEL_BSP_SCHEDULE_DELAY=100")
+
+	t.Run("one trace per order across the processes", func(t *testing.T) {
+		testTraces(t, e, spans)
+	})
 
 	t.Run("streams are replicated", func(t *testing.T) {
 		nc, err := nats.Connect(e.c.NATSURL, nats.UserInfo(e.c.NATSUser, e.c.NATSPassword))

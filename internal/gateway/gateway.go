@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/convergehq/converge/internal/lb"
+	"github.com/convergehq/converge/internal/telemetry"
 	"github.com/convergehq/converge/internal/web"
 )
 
@@ -126,8 +127,8 @@ func (u Upstream) pool(field string, log *slog.Logger) (*lb.Pool, error) {
 		return nil, fmt.Errorf("gateway: %s upstream timeout must be positive, got %s", field, u.Timeout)
 	}
 	p, err := lb.NewPool(lb.PoolConfig{
-		Name:       u.Name + " instance",
-		Backends:   u.URLs,
+		Name:     u.Name + " instance",
+		Backends: u.URLs,
 		// /readyz pings the database, which waits for a free connection on
 		// a busy instance: slow is not unready (the pool's default timeout
 		// allows for it).
@@ -274,8 +275,6 @@ func unavailable(err error) bool {
 
 const requestIDHeader = "X-Request-ID"
 
-type requestIDKey struct{}
-
 // withRequestID runs outermost so every response, errors and 404s included,
 // carries the id the services log under.
 func withRequestID(next http.Handler) http.Handler {
@@ -285,14 +284,13 @@ func withRequestID(next http.Handler) http.Handler {
 			id = rand.Text()
 		}
 		w.Header().Set(requestIDHeader, id)
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id)))
+		next.ServeHTTP(w, r.WithContext(telemetry.WithRequestID(r.Context(), id)))
 	})
 }
 
-func requestID(ctx context.Context) string {
-	id, _ := ctx.Value(requestIDKey{}).(string)
-	return id
-}
+// requestID is the id withRequestID gave the request; the log handler
+// of package telemetry adds it to what is logged with ctx.
+func requestID(ctx context.Context) string { return telemetry.RequestID(ctx) }
 
 // validRequestID accepts 1 to 128 visible ASCII characters: enough for any
 // tracing scheme, and nothing that could split a log line or a header.

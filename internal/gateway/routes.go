@@ -15,6 +15,8 @@ func (g *Gateway) routes(orders, inventory http.Handler) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/api/v1/orders", toOrders)
 	mux.Handle("/api/v1/orders/", toOrders)
+	// Composed here from both services' records; see timelineHandler.
+	mux.Handle("/api/v1/orders/{id}/timeline", g.requireKey(timelineHandler(orders, inventory)))
 	mux.Handle("/api/v1/inventory", toInventory)
 	mux.Handle("/api/v1/inventory/", toInventory)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {

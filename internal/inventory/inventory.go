@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/convergehq/converge/internal/events"
+	"github.com/convergehq/converge/internal/inbox"
+	"github.com/convergehq/converge/internal/outbox"
 )
 
 // Errors of the inventory domain.
@@ -60,6 +62,17 @@ type Store interface {
 	List(ctx context.Context, after string, limit int) ([]Item, error)
 	// Update runs fn in one transaction and commits it if fn returns nil.
 	Update(ctx context.Context, fn func(Tx) error) error
+	// Record reads what DB B holds of an order's way, for its timeline.
+	Record(ctx context.Context, orderID string) (Record, error)
+}
+
+// Record is what DB B holds of an order's way: the order service's events
+// about it that inventory applied (inbox), the replies it sent (outbox),
+// and the reason of a rejection.
+type Record struct {
+	Applied []inbox.Entry
+	Sent    []outbox.Entry
+	Reason  string
 }
 
 // Tx is what a use case may do inside one transaction.

@@ -10,6 +10,7 @@ import (
 
 	"github.com/convergehq/converge/internal/events"
 	"github.com/convergehq/converge/internal/inbox"
+	"github.com/convergehq/converge/internal/telemetry"
 )
 
 // Source is the CloudEvents source of every event inventory emits.
@@ -162,6 +163,7 @@ func lockBatch(ctx context.Context, tx Tx, es []events.Envelope) error {
 }
 
 func (s *Service) apply(ctx context.Context, tx Tx, e events.Envelope) error {
+	ctx = telemetry.WithTraceParent(ctx, e.TraceParent) // the batch's transaction, under this event's trace
 	now := s.now().UTC()
 	switch e.Type {
 	case events.OrderCreated:

@@ -53,12 +53,12 @@ type faultyTx struct {
 	creates int
 }
 
-func (t *faultyTx) Create(ctx context.Context, o order.Order, key, hash string) error {
+func (t *faultyTx) Create(ctx context.Context, o order.Order, accepted time.Time, key, hash string) error {
 	t.creates++
 	if o.CustomerID == t.s.poison {
 		return errPoison
 	}
-	return t.Tx.Create(ctx, o, key, hash)
+	return t.Tx.Create(ctx, o, accepted, key, hash)
 }
 
 type placeResult struct {

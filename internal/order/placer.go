@@ -13,6 +13,7 @@ type placement struct {
 	key   string
 	hash  string
 	trace string
+	at    time.Time // when Place was called
 
 	order   Order
 	created bool

@@ -15,6 +15,7 @@ import (
 
 	"github.com/convergehq/converge/internal/events"
 	"github.com/convergehq/converge/internal/inbox"
+	"github.com/convergehq/converge/internal/telemetry"
 )
 
 // Source is the CloudEvents source of every event the order service emits.
@@ -95,7 +96,7 @@ func (s *Service) Place(ctx context.Context, in PlaceInput, key, traceparent str
 	if err := in.Validate(); err != nil {
 		return Order{}, false, err
 	}
-	p := &placement{in: in, key: key, hash: requestHash(in), trace: traceparent}
+	p := &placement{in: in, key: key, hash: requestHash(in), trace: traceparent, at: s.now().UTC().Truncate(time.Microsecond)}
 	s.placer.submit(ctx, p, s.placeBatch)
 	if p.err != nil {
 		return Order{}, false, fmt.Errorf("place order: %w", p.err)
@@ -152,8 +153,10 @@ func (s *Service) placeAlone(ctx context.Context, p *placement) {
 	}
 }
 
-// placeIn stores one placement inside tx.
+// placeIn stores one placement inside tx. The transaction serves a whole
+// batch: what it does for p is done under p's trace.
 func (s *Service) placeIn(ctx context.Context, tx Tx, p *placement) (o Order, created bool, err error) {
+	ctx = telemetry.WithTraceParent(ctx, p.trace)
 	if p.key != "" {
 		id, h, found, err := tx.Idempotency(ctx, p.key)
 		if err != nil {
@@ -173,7 +176,7 @@ func (s *Service) placeIn(ctx context.Context, tx Tx, p *placement) (o Order, cr
 	}
 	now := s.now().UTC().Truncate(time.Microsecond) // what the database keeps
 	o = Order{ID: id.String(), CustomerID: p.in.CustomerID, Status: Pending, Items: p.in.Items, CreatedAt: now, UpdatedAt: now}
-	if err := tx.Create(ctx, o, p.key, p.hash); err != nil {
+	if err := tx.Create(ctx, o, p.at, p.key, p.hash); err != nil {
 		return Order{}, false, err
 	}
 	e, err := events.New(Source, events.OrderCreated, o.ID,
@@ -371,6 +374,7 @@ func (s *Service) ApplyBatch(ctx context.Context, es []events.Envelope) []error 
 }
 
 func (s *Service) apply(ctx context.Context, tx Tx, e events.Envelope) (orderID string, final finalOrder, err error) {
+	ctx = telemetry.WithTraceParent(ctx, e.TraceParent) // the batch's transaction, under this event's trace
 	var (
 		to     Status
 		reason string

@@ -31,9 +31,9 @@ func Add(ctx context.Context, tx *store.Tx, e events.Envelope) error {
 	if err != nil {
 		return fmt.Errorf("outbox add %s: %w", e.Type, err)
 	}
-	_, err = tx.ExecContext(ctx, `INSERT INTO outbox (event_id, event_type, subject, payload, traceparent, created_at)
-		VALUES ($1, $2, $3, $4, $5, $6)`,
-		e.ID, string(e.Type), e.BrokerSubject(), payload, e.TraceParent, time.Now().UnixMicro())
+	_, err = tx.ExecContext(ctx, `INSERT INTO outbox (event_id, event_type, subject, event_subject, payload, traceparent, created_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+		e.ID, string(e.Type), e.BrokerSubject(), e.Subject, payload, e.TraceParent, time.Now().UnixMicro())
 	if err != nil {
 		return fmt.Errorf("outbox add %s %s: %w", e.Type, e.ID, err)
 	}
@@ -54,4 +54,44 @@ func Backlog(ctx context.Context, db *store.DB) (rows int64, oldest time.Time, e
 		oldest = time.UnixMicro(first.Int64)
 	}
 	return rows, oldest, nil
+}
+
+// Entry is an event an outbox holds.
+type Entry struct {
+	EventID     string
+	Type        events.Type
+	CreatedAt   time.Time // written, in the transaction that made the change
+	PublishedAt time.Time // acknowledged by the broker; zero while unpublished
+}
+
+// About returns the events the outbox holds whose subject is subject, in
+// the order they were written. Published rows go after outbox.Retention.
+func About(ctx context.Context, db *store.DB, subject string) ([]Entry, error) {
+	rows, err := db.QueryContext(ctx, `SELECT event_id, event_type, created_at, published_at
+		FROM outbox WHERE event_subject = $1 ORDER BY seq`, subject)
+	if err != nil {
+		return nil, fmt.Errorf("outbox events about %s: %w", subject, err)
+	}
+	defer rows.Close()
+	var out []Entry
+	for rows.Next() {
+		var (
+			e         Entry
+			typ       string
+			created   int64
+			published sql.NullInt64
+		)
+		if err := rows.Scan(&e.EventID, &typ, &created, &published); err != nil {
+			return nil, fmt.Errorf("outbox events about %s: %w", subject, err)
+		}
+		e.Type, e.CreatedAt = events.Type(typ), time.UnixMicro(created).UTC()
+		if published.Valid {
+			e.PublishedAt = time.UnixMicro(published.Int64).UTC()
+		}
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("outbox events about %s: %w", subject, err)
+	}
+	return out, nil
 }

@@ -10,8 +10,14 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/convergehq/converge/internal/broker"
 	"github.com/convergehq/converge/internal/store"
+	"github.com/convergehq/converge/internal/telemetry"
 )
 
 // RelayConfig tunes a Relay; zero values take the defaults.
@@ -28,6 +34,12 @@ type RelayConfig struct {
 	// Observe, if set, is told of every batch the relay published (n rows,
 	// err nil) or failed to publish (err set); metrics use it.
 	Observe func(n int, err error)
+	// Name is the service whose outbox this is, in span names; default
+	// "outbox".
+	Name string
+	// Tracing continues each row's trace: a span for the relay's part and
+	// a producer span for the publish, whose context the message carries.
+	Tracing telemetry.Tracing
 }
 
 // leaseName is the one lease per outbox. A later design can split the
@@ -56,6 +68,9 @@ type Relay struct {
 	cfg  RelayConfig
 	wake chan struct{}
 
+	tracer trace.Tracer
+	prop   propagation.TextMapPropagator
+
 	heldUntil time.Time // by our clock: we may publish until then
 	renewed   time.Time // when we last renewed the lease
 	nextTry   time.Time // standing by: when to ask for the lease again
@@ -83,7 +98,11 @@ func NewRelay(db *store.DB, conn *broker.Conn, log *slog.Logger, cfg RelayConfig
 		host, _ := os.Hostname() // only a label: empty is fine
 		cfg.Holder = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), strings.ToLower(rand.Text()[:8]))
 	}
-	return &Relay{db: db, conn: conn, log: log.With("relay", cfg.Holder), cfg: cfg, wake: make(chan struct{}, 1)}
+	if cfg.Name == "" {
+		cfg.Name = "outbox"
+	}
+	return &Relay{db: db, conn: conn, log: log.With("relay", cfg.Holder), cfg: cfg, wake: make(chan struct{}, 1),
+		tracer: cfg.Tracing.Tracer("outbox"), prop: cfg.Tracing.Propagation()}
 }
 
 // Notify wakes the relay; call it after committing a transaction that added
@@ -239,29 +258,52 @@ func (r *Relay) flush(ctx context.Context) (n int, err error) {
 			}
 		}()
 	}
+	readAt := time.Now()
 	rows, err := r.db.QueryContext(ctx, `SELECT seq, event_id, subject, payload, traceparent
 		FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT $1`, r.cfg.Batch)
 	if err != nil {
 		return 0, fmt.Errorf("outbox read: %w", err)
 	}
 	var (
-		msgs []broker.Message
-		seqs []any
+		msgs  []broker.Message
+		seqs  []any
+		spans []trace.Span // the relay's, of every row
+		pubs  []trace.Span // the publish's, of every row
 	)
+	defer func() {
+		for _, s := range pubs { // not published: the batch went no further
+			s.End()
+		}
+		for _, s := range spans {
+			if err != nil {
+				s.SetStatus(codes.Error, err.Error())
+			}
+			s.End()
+		}
+	}()
 	for rows.Next() {
 		var (
-			seq   int64
-			m     broker.Message
-			trace string
+			seq    int64
+			m      broker.Message
+			parent string // the row's traceparent
 		)
-		if err := rows.Scan(&seq, &m.ID, &m.Subject, &m.Data, &trace); err != nil {
+		if err := rows.Scan(&seq, &m.ID, &m.Subject, &m.Data, &parent); err != nil {
 			rows.Close()
 			return 0, fmt.Errorf("outbox read: %w", err)
 		}
 		m.Header = map[string]string{"Content-Type": "application/cloudevents+json"}
-		if trace != "" {
-			m.Header["traceparent"] = trace
-		}
+		// The row's trace goes on: the message carries the publish
+		// span's context (or, untraced, the row's traceparent as it is).
+		rctx, relaySpan := r.tracer.Start(telemetry.WithTraceParent(ctx, parent), r.cfg.Name+" outbox relay",
+			trace.WithTimestamp(readAt), trace.WithAttributes(attribute.String("messaging.message.id", m.ID)))
+		pctx, pubSpan := r.tracer.Start(rctx, r.cfg.Name+" broker publish "+m.Subject, trace.WithSpanKind(trace.SpanKindProducer),
+			trace.WithAttributes(attribute.String("messaging.system", "nats"), attribute.String("messaging.destination.name", m.Subject),
+				attribute.String("messaging.message.id", m.ID)))
+		r.prop.Inject(pctx, propagation.MapCarrier(m.Header))
+		// The publish ends at the broker's ack, the relay's part once the
+		// row is marked published (deferred).
+		spans = append(spans, relaySpan)
+		pubs = append(pubs, pubSpan)
 		msgs = append(msgs, m)
 		seqs = append(seqs, seq)
 	}
@@ -277,7 +319,15 @@ func (r *Relay) flush(ctx context.Context) (n int, err error) {
 	if !time.Now().Before(r.heldUntil) {
 		return 0, errLeaseLost
 	}
-	if err := r.conn.PublishBatch(ctx, msgs); err != nil {
+	err = r.conn.PublishBatch(ctx, msgs)
+	for _, s := range pubs {
+		if err != nil {
+			s.SetStatus(codes.Error, err.Error())
+		}
+		s.End()
+	}
+	pubs = nil
+	if err != nil {
 		return 0, fmt.Errorf("outbox publish %d events: %w", len(msgs), err)
 	}
 	// Marking after the acks: a crash in between republishes the batch,

@@ -14,6 +14,7 @@ import (
 	"github.com/convergehq/converge/internal/gateway"
 	"github.com/convergehq/converge/internal/lb"
 	"github.com/convergehq/converge/internal/metrics"
+	"github.com/convergehq/converge/internal/telemetry"
 )
 
 // Timeouts a gateway applies per upstream. Orders allow for ?wait=30s.
@@ -28,6 +29,8 @@ type GatewayConfig struct {
 	APIKey        string // the Bearer key clients send (never logged)
 	OrderURLs     string // comma-separated base URLs of the order service's instances
 	InventoryURLs string // comma-separated base URLs of the inventory service's instances
+	AccessLog     bool   // log a line per HTTP request at info
+	Tracing       telemetry.Tracing
 }
 
 // Register adds the role's flags to fs, with their defaults.
@@ -36,6 +39,7 @@ func (c *GatewayConfig) Register(fs *flag.FlagSet) {
 	fs.StringVar(&c.APIKey, "api-key", "", "API key clients must send as 'Authorization: Bearer <key>' (required; never logged)")
 	fs.StringVar(&c.OrderURLs, "order-url", "http://127.0.0.1:8081", "comma-separated base URLs of the order service's instances")
 	fs.StringVar(&c.InventoryURLs, "inventory-url", "http://127.0.0.1:8082", "comma-separated base URLs of the inventory service's instances")
+	registerAccessLog(fs, &c.AccessLog)
 }
 
 // Validate checks c before anything starts.
@@ -89,6 +93,7 @@ func StartGateway(ctx context.Context, cfg GatewayConfig, log *slog.Logger) (*Ed
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
+	log = telemetry.Logger(log)
 	orders, _ := parseURLs("order-url", cfg.OrderURLs) // checked by Validate
 	inv, _ := parseURLs("inventory-url", cfg.InventoryURLs)
 	gw, err := gateway.New(gateway.Config{
@@ -110,15 +115,17 @@ func StartGateway(ctx context.Context, cfg GatewayConfig, log *slog.Logger) (*Ed
 	e.wg.Go(func() { gw.Run(hctx) })
 	reg := metrics.New("gateway")
 	metrics.Backends(reg, func() []metrics.Backend { return poolBackends(gw.Status()) })
-	srv.serve(instrument(reg, gw, log), e.failed)
+	srv.serve(telemetry.Handler(telemetry.HTTPConfig{Role: "gateway", Tracing: cfg.Tracing, Log: log, AccessLog: cfg.AccessLog}, instrument(reg, gw, log)), e.failed)
 	return e, nil
 }
 
 // LBConfig configures `converge lb`.
 type LBConfig struct {
-	Addr     string
-	Gateways string // comma-separated base URLs of the gateway instances
-	Policy   string // least-loaded or round-robin
+	Addr      string
+	Gateways  string // comma-separated base URLs of the gateway instances
+	Policy    string // least-loaded or round-robin
+	AccessLog bool   // log a line per HTTP request at info
+	Tracing   telemetry.Tracing
 }
 
 // Register adds the role's flags to fs, with their defaults.
@@ -126,6 +133,7 @@ func (c *LBConfig) Register(fs *flag.FlagSet) {
 	fs.StringVar(&c.Addr, "addr", "127.0.0.1:8080", "HTTP listen address of the load balancer")
 	fs.StringVar(&c.Gateways, "gateway-url", "http://127.0.0.1:8090", "comma-separated base URLs of the API gateway instances")
 	fs.StringVar(&c.Policy, "lb-policy", "least-loaded", "how the load balancer picks a gateway: least-loaded or round-robin")
+	registerAccessLog(fs, &c.AccessLog)
 }
 
 // Validate checks c before anything starts.
@@ -145,16 +153,13 @@ func StartLB(ctx context.Context, cfg LBConfig, log *slog.Logger) (*Edge, error)
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("lb: %w", err)
 	}
+	log = telemetry.Logger(log)
 	backends, _ := parseURLs("gateway-url", cfg.Gateways) // checked by Validate
-	return startLB(ctx, cfg.Addr, backends, cfg.Policy, log)
-}
-
-func startLB(ctx context.Context, addr string, backends []*url.URL, policy string, log *slog.Logger) (*Edge, error) {
-	bal, err := lb.New(lb.Config{Backends: backends, Policy: policy}, log)
+	bal, err := lb.New(lb.Config{Backends: backends, Policy: cfg.Policy}, log)
 	if err != nil {
 		return nil, err
 	}
-	srv, err := listen(addr)
+	srv, err := listen(cfg.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("lb: %w", err)
 	}
@@ -165,7 +170,7 @@ func startLB(ctx context.Context, addr string, backends []*url.URL, policy strin
 	metrics.Backends(reg, func() []metrics.Backend {
 		return poolBackends(map[string][]lb.BackendStatus{"gateway": bal.Status()})
 	})
-	srv.serve(instrument(reg, bal, log), e.failed)
+	srv.serve(telemetry.Handler(telemetry.HTTPConfig{Role: "lb", Tracing: cfg.Tracing, Log: log, AccessLog: cfg.AccessLog}, instrument(reg, bal, log)), e.failed)
 	return e, nil
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/convergehq/converge/internal/inventory/inventoryevents"
 	"github.com/convergehq/converge/internal/inventory/inventoryhttp"
 	"github.com/convergehq/converge/internal/inventory/inventorysql"
+	"github.com/convergehq/converge/internal/telemetry"
 )
 
 // InventoryConfig configures `converge inventory`.
@@ -32,7 +33,7 @@ func (c *InventoryConfig) Register(fs *flag.FlagSet) {
 // (migrated), cache B, the outbox relay, the consumer of the order
 // service's events, and the HTTP API.
 func StartInventory(ctx context.Context, cfg InventoryConfig, log *slog.Logger) (*Service, error) {
-	log = log.With("role", "inventory")
+	log = telemetry.Logger(log).With("role", "inventory")
 	s, err := openService(ctx, "inventory", cfg.ServiceConfig, log)
 	if err != nil {
 		return nil, err
@@ -42,13 +43,15 @@ func StartInventory(ctx context.Context, cfg InventoryConfig, log *slog.Logger) 
 		return nil, failStart(ctx, s, err)
 	}
 	s.prune = append(s.prune, s.streamPruner(events.InventoryStream))
-	svc := inventory.NewService(inventorycache.New(st, s.cache, cfg.CacheTTL, log), s.notify, log)
+	cached := inventorycache.New(st, s.cache, cfg.CacheTTL, log)
+	cached.Trace(cfg.Tracing.Tracer("inventory"))
+	svc := inventory.NewService(cached, s.notify, log)
 	if cfg.Seed {
 		if err := seed(ctx, svc); err != nil {
 			return nil, failStart(ctx, s, err)
 		}
 	}
-	s.run(bindOnly(inventoryevents.Consumer()), inventoryevents.Handler(svc, log), inventoryhttp.Routes(svc, health.Check(s.ready), log))
+	s.run(bindOnly(inventoryevents.Consumer()), inventoryevents.Handler(svc, cfg.Tracing, log), inventoryhttp.Routes(svc, health.Check(s.ready), log))
 	return s, nil
 }
 

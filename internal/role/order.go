@@ -13,6 +13,7 @@ import (
 	"github.com/convergehq/converge/internal/order/orderevents"
 	"github.com/convergehq/converge/internal/order/orderhttp"
 	"github.com/convergehq/converge/internal/order/ordersql"
+	"github.com/convergehq/converge/internal/telemetry"
 )
 
 // OrderConfig configures `converge order`.
@@ -33,7 +34,7 @@ const orderChanged = "converge.signal.order.changed"
 // cache A, the outbox relay, the consumer of inventory's replies, and the
 // HTTP API.
 func StartOrder(ctx context.Context, cfg OrderConfig, log *slog.Logger) (*Service, error) {
-	log = log.With("role", "order")
+	log = telemetry.Logger(log).With("role", "order")
 	s, err := openService(ctx, "order", cfg.ServiceConfig, log)
 	if err != nil {
 		return nil, err
@@ -43,7 +44,9 @@ func StartOrder(ctx context.Context, cfg OrderConfig, log *slog.Logger) (*Servic
 		return nil, failStart(ctx, s, err)
 	}
 	s.prune = append(s.prune, pruner{what: "idempotency keys", retention: ordersql.IdempotencyRetention, prune: st.PruneIdempotencyKeys}, s.streamPruner(events.OrdersStream))
-	svc := order.NewService(ordercache.New(st, s.cache, cfg.CacheTTL, log), s.notify, log)
+	cached := ordercache.New(st, s.cache, cfg.CacheTTL, log)
+	cached.Trace(cfg.Tracing.Tracer("order"))
+	svc := order.NewService(cached, s.notify, log)
 	s.drain = svc.Drain
 	orderMetrics(s.metrics, st, svc)
 	// A GET ?wait= held here wakes when any instance changes its order.
@@ -57,6 +60,6 @@ func StartOrder(ctx context.Context, cfg OrderConfig, log *slog.Logger) (*Servic
 		return nil, failStart(ctx, s, err)
 	}
 	s.onShutdown = func() { _ = unsubscribe() } // the connection's drain ends it anyway
-	s.run(bindOnly(orderevents.Consumer()), orderevents.Handler(svc, log), orderhttp.Routes(svc, health.Check(s.ready), log))
+	s.run(bindOnly(orderevents.Consumer()), orderevents.Handler(svc, cfg.Tracing, log), orderhttp.Routes(svc, health.Check(s.ready), log))
 	return s, nil
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/convergehq/converge/internal/metrics"
 	"github.com/convergehq/converge/internal/outbox"
 	"github.com/convergehq/converge/internal/store"
+	"github.com/convergehq/converge/internal/telemetry"
 )
 
 // ServiceConfig is what the order and the inventory service are both told.
@@ -31,6 +32,8 @@ type ServiceConfig struct {
 	NATS        NATS
 	Instance    string        // this process's name: logs, the outbox lease, the broker's client list
 	RelayLease  time.Duration // how long the outbox relay may publish after renewing its lease
+	AccessLog   bool          // log a line per HTTP request at info
+	Tracing     telemetry.Tracing
 }
 
 // cacheEntries bounds an in-process cache.
@@ -45,6 +48,12 @@ func (c *ServiceConfig) register(fs *flag.FlagSet, name, addr, dbFlag, db string
 	c.NATS.register(fs, "nats://127.0.0.1:4222")
 	fs.StringVar(&c.Instance, "instance", "", "name of this instance (default: "+name+"-HOST-PID)")
 	fs.DurationVar(&c.RelayLease, "relay-lease", 5*time.Second, "how long an outbox relay may publish after renewing its lease; another instance takes over within this after it dies")
+	registerAccessLog(fs, &c.AccessLog)
+}
+
+// registerAccessLog adds the flag every role with an HTTP server has.
+func registerAccessLog(fs *flag.FlagSet, on *bool) {
+	fs.BoolVar(on, "access-log", true, "log a line per HTTP request at info level (method, route, status, duration, request and trace ids)")
 }
 
 // Validate checks c before anything is opened or written.
@@ -75,6 +84,8 @@ func (c ServiceConfig) Validate() error {
 type Service struct {
 	name        string
 	log         *slog.Logger
+	tracing     telemetry.Tracing
+	accessLog   bool
 	http        *server
 	db          *store.DB
 	cache       cache.Cache
@@ -109,7 +120,8 @@ func openService(ctx context.Context, name string, cfg ServiceConfig, log *slog.
 	if cfg.Instance == "" {
 		cfg.Instance = defaultInstance(name)
 	}
-	s := &Service{name: name, log: log, failed: make(chan error, 4), metrics: metrics.New(name)}
+	log = telemetry.Logger(log)
+	s := &Service{name: name, log: log, tracing: cfg.Tracing, accessLog: cfg.AccessLog, failed: make(chan error, 4), metrics: metrics.New(name)}
 	defer func() {
 		if err != nil {
 			err = errors.Join(fmt.Errorf("%s: %w", name, err), s.Shutdown(context.WithoutCancel(ctx)))
@@ -132,7 +144,7 @@ func openService(ctx context.Context, name string, cfg ServiceConfig, log *slog.
 	// The lease names the process, not only the instance: two processes
 	// given the same --instance must not both hold it.
 	holder := cfg.Instance + "-" + strings.ToLower(rand.Text()[:6])
-	s.relay = outbox.NewRelay(s.db, s.conn, log, outbox.RelayConfig{Lease: cfg.RelayLease, Holder: holder, Observe: metrics.Relay(s.metrics)})
+	s.relay = outbox.NewRelay(s.db, s.conn, log, outbox.RelayConfig{Lease: cfg.RelayLease, Holder: holder, Observe: metrics.Relay(s.metrics), Name: name, Tracing: cfg.Tracing})
 	s.prune = []pruner{
 		{what: "published outbox rows", retention: outbox.Retention, prune: func(ctx context.Context, before time.Time) (int64, error) { return outbox.Prune(ctx, s.db, before) }},
 		{what: "inbox rows", retention: inbox.Retention, prune: func(ctx context.Context, before time.Time) (int64, error) { return inbox.Prune(ctx, s.db, before) }},
@@ -170,7 +182,7 @@ func (s *Service) run(cc broker.ConsumerConfig, h broker.BatchHandler, api http.
 		}
 	})
 	s.serviceMetrics(cc)
-	s.http.serve(instrument(s.metrics, api, s.log), s.failed)
+	s.http.serve(telemetry.Handler(telemetry.HTTPConfig{Role: s.name, Tracing: s.tracing, Log: s.log, AccessLog: s.accessLog}, instrument(s.metrics, api, s.log)), s.failed)
 }
 
 // ready is the service's readiness: it can serve its own requests when its

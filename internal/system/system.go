@@ -22,6 +22,7 @@ import (
 	"github.com/convergehq/converge/internal/broker"
 	"github.com/convergehq/converge/internal/role"
 	"github.com/convergehq/converge/internal/store"
+	"github.com/convergehq/converge/internal/telemetry"
 )
 
 // Embedded is the --nats value that runs the broker inside the process.
@@ -43,6 +44,8 @@ type Config struct {
 	Cache       string        // memory or redis://
 	CachePrefix string        // prefix of this system's keys in a shared Redis
 	NATS        role.NATS     // URLs "embedded": the embedded broker
+	AccessLog   bool          // every role logs a line per HTTP request at info
+	Tracing     telemetry.Tracing
 }
 
 // DefaultConfig is what `converge dev` runs with when given no flags.
@@ -59,6 +62,7 @@ func DefaultConfig() Config {
 		Cache:       "memory",
 		CachePrefix: "converge:",
 		NATS:        role.NATS{URLs: Embedded},
+		AccessLog:   true,
 	}
 }
 
@@ -108,6 +112,8 @@ func (cfg Config) service(db, name string) role.ServiceConfig {
 		NATS:        cfg.NATS,
 		Instance:    name + "-1",
 		RelayLease:  5 * time.Second,
+		AccessLog:   cfg.AccessLog,
+		Tracing:     cfg.Tracing,
 	}
 }
 
@@ -220,6 +226,8 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *System, err er
 			APIKey:        s.APIKey,
 			OrderURLs:     s.OrderURL,
 			InventoryURLs: s.InventoryURL,
+			AccessLog:     cfg.AccessLog,
+			Tracing:       cfg.Tracing,
 		}, log.With("role", "gateway", "instance", i+1))
 		if err != nil {
 			return nil, fmt.Errorf("gateway %d: %w", i+1, err)
@@ -228,7 +236,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *System, err er
 		s.watch(gw)
 		s.GatewayURLs = append(s.GatewayURLs, gw.URL())
 	}
-	if s.lb, err = role.StartLB(ctx, role.LBConfig{Addr: lbAddr, Gateways: strings.Join(s.GatewayURLs, ","), Policy: cfg.LBPolicy}, log.With("role", "lb")); err != nil {
+	if s.lb, err = role.StartLB(ctx, role.LBConfig{Addr: lbAddr, Gateways: strings.Join(s.GatewayURLs, ","), Policy: cfg.LBPolicy, AccessLog: cfg.AccessLog, Tracing: cfg.Tracing}, log.With("role", "lb")); err != nil {
 		return nil, err
 	}
 	s.watch(s.lb)

@@ -117,6 +117,23 @@ func startFor(t testing.TB, dir string) (deployment, error) {
 	return &embedded{sys: sys, dir: dir, log: brokertest.Logger(t)}, nil
 }
 
+// startEmbedded starts the embedded topology with cfg, whatever the suite
+// runs against: for tests that look inside the process (its spans, its
+// logs). The cluster's are looked at by internal/cluster's tests.
+func startEmbedded(t testing.TB, cfg system.Config, log *slog.Logger) deployment {
+	t.Helper()
+	if clusterTopology(t) {
+		t.Skip("looks inside the embedded system's process; internal/cluster's tests do the same for the processes of the cluster")
+	}
+	sys, err := system.Start(context.Background(), cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &embedded{sys: sys, dir: cfg.DataDir, log: log}
+	t.Cleanup(func() { stop(t, d) }) // Shutdown may run twice
+	return d
+}
+
 func stop(t testing.TB, d deployment) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -149,7 +166,7 @@ func (e *embedded) InRotation() ([]string, error) { return e.sys.InRotation(), n
 func (e *embedded) KillGateway(i int) error       { return e.sys.KillGateway(i) }
 func (e *embedded) StopBroker() error             { e.sys.StopBroker(); return nil }
 func (e *embedded) StartBroker() error            { return e.sys.StartBroker() }
-func (e *embedded) BrokerEndpoints() []string { return []string{e.sys.BrokerMetricsURL} }
+func (e *embedded) BrokerEndpoints() []string     { return []string{e.sys.BrokerMetricsURL} }
 
 func (e *embedded) Instances(service string) []string {
 	switch service {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+
+	"github.com/convergehq/converge/internal/telemetry"
 )
 
 // Handler serves mux, but answers an unknown route (404) or a wrong method
@@ -16,6 +18,7 @@ func Handler(mux *http.ServeMux) http.Handler {
 			if r.Method != http.MethodConnect { // a CONNECT redirect's "pattern" is the path asked for
 				SetRoute(r, pattern)
 			}
+			telemetry.SetRoute(r.Context(), pattern)
 			mux.ServeHTTP(w, r)
 			return
 		}

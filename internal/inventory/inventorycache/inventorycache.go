@@ -11,14 +11,22 @@ import (
 	"log/slog"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/convergehq/converge/internal/cache"
+	"github.com/convergehq/converge/internal/events"
 	"github.com/convergehq/converge/internal/inventory"
+	"github.com/convergehq/converge/internal/telemetry"
 )
 
 // Store is an inventory.Store with a read-through cache.
 type Store struct {
-	next  inventory.Store
-	cache *cache.ReadThrough[inventory.Item]
+	next inventory.Store
+	// tracer records, under each order's trace, the transaction and the
+	// invalidation that served it; nil records nothing.
+	tracer trace.Tracer
+	cache  *cache.ReadThrough[inventory.Item]
 }
 
 var _ inventory.Store = (*Store)(nil)
@@ -40,36 +48,65 @@ func (s *Store) List(ctx context.Context, after string, limit int) ([]inventory.
 	return s.next.List(ctx, after, limit)
 }
 
+// Record is not cached: it is read rarely, and must be complete.
+func (s *Store) Record(ctx context.Context, orderID string) (inventory.Record, error) {
+	return s.next.Record(ctx, orderID)
+}
+
 // Update runs fn and, after the commit, invalidates every SKU it changed.
 func (s *Store) Update(ctx context.Context, fn func(inventory.Tx) error) error {
-	var touched []string
+	var (
+		touched []string
+		parents telemetry.Parents // the traces the transaction serves
+	)
+	start := time.Now()
 	err := s.next.Update(ctx, func(tx inventory.Tx) error {
-		touched = touched[:0]
-		return fn(&trackingTx{Tx: tx, touched: &touched})
+		touched, parents = touched[:0], parents[:0]
+		return fn(&trackingTx{Tx: tx, touched: &touched, parents: &parents})
 	})
+	ended := time.Now()
 	if err == nil {
 		s.cache.Invalidate(ctx, touched)
 	}
+	if s.tracer != nil && len(parents) > 0 {
+		telemetry.Record(ctx, s.tracer, parents, "inventory DB B transaction", start, ended, err, attribute.Int("converge.skus", len(touched)))
+		if err == nil {
+			telemetry.Record(ctx, s.tracer, parents, "inventory cache B invalidate", ended, time.Now(), nil)
+		}
+	}
 	return err
 }
+
+// Trace makes Update record, under the trace of each order it served, a
+// span for the transaction and one for the cache invalidation after it.
+func (s *Store) Trace(tr trace.Tracer) { s.tracer = tr }
 
 // trackingTx records the SKUs a transaction changes.
 type trackingTx struct {
 	inventory.Tx
 	touched *[]string
+	parents *telemetry.Parents
+}
+
+func (t *trackingTx) Claim(ctx context.Context, e events.Envelope) (bool, error) {
+	t.parents.Add(ctx)
+	return t.Tx.Claim(ctx, e)
 }
 
 func (t *trackingTx) SetOnHand(ctx context.Context, sku string, onHand int64, at time.Time) (inventory.Item, error) {
+	t.parents.Add(ctx)
 	*t.touched = append(*t.touched, key(sku))
 	return t.Tx.SetOnHand(ctx, sku, onHand, at)
 }
 
 func (t *trackingTx) Reserve(ctx context.Context, sku string, qty int, at time.Time) error {
+	t.parents.Add(ctx)
 	*t.touched = append(*t.touched, key(sku))
 	return t.Tx.Reserve(ctx, sku, qty, at)
 }
 
 func (t *trackingTx) Release(ctx context.Context, sku string, qty int, at time.Time) error {
+	t.parents.Add(ctx)
 	*t.touched = append(*t.touched, key(sku))
 	return t.Tx.Release(ctx, sku, qty, at)
 }

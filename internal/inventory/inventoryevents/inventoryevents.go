@@ -10,6 +10,7 @@ import (
 	"github.com/convergehq/converge/internal/events"
 	"github.com/convergehq/converge/internal/events/eventbroker"
 	"github.com/convergehq/converge/internal/inventory"
+	"github.com/convergehq/converge/internal/telemetry"
 )
 
 // Consumer is the durable consumer every instance of the inventory service
@@ -23,6 +24,6 @@ func Consumer() broker.ConsumerConfig {
 }
 
 // Handler applies a batch of the order service's events to svc.
-func Handler(svc *inventory.Service, log *slog.Logger) broker.BatchHandler {
-	return eventbroker.Handler(svc.ApplyBatch, log)
+func Handler(svc *inventory.Service, tr telemetry.Tracing, log *slog.Logger) broker.BatchHandler {
+	return eventbroker.Handler("inventory", tr, svc.ApplyBatch, log)
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/convergehq/converge/internal/health"
 	"github.com/convergehq/converge/internal/inventory"
+	"github.com/convergehq/converge/internal/timeline"
 	"github.com/convergehq/converge/internal/web"
 )
 
@@ -19,6 +20,9 @@ func Routes(svc *inventory.Service, ready health.Check, log *slog.Logger) http.H
 	mux.Handle("PUT /api/v1/inventory/{sku}", web.Query(handleSet(svc, log)))
 	mux.Handle("GET /api/v1/inventory/{sku}", web.Query(handleGet(svc, log)))
 	mux.Handle("GET /api/v1/inventory", web.Query(handleList(svc, log), "after", "limit"))
+	// Internal: the gateway merges it with the order service's part into
+	// GET /api/v1/orders/{id}/timeline.
+	mux.Handle("GET /internal/v1/orders/{id}/timeline", web.Query(handleTimeline(svc, log)))
 	health.Register(mux, ready)
 	return web.Handler(mux)
 }
@@ -83,5 +87,16 @@ func handleList(svc *inventory.Service, log *slog.Logger) http.Handler {
 			return
 		}
 		web.WriteJSON(w, http.StatusOK, page)
+	})
+}
+
+func handleTimeline(svc *inventory.Service, log *slog.Logger) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		steps, err := svc.Timeline(r.Context(), r.PathValue("id"))
+		if err != nil {
+			web.Error(w, r, log, statuses(), err)
+			return
+		}
+		web.WriteJSON(w, http.StatusOK, timeline.Timeline{OrderID: r.PathValue("id"), Steps: steps})
 	})
 }

@@ -53,6 +53,26 @@ func (s *Store) List(ctx context.Context, after string, limit int) ([]inventory.
 	return collect(rows)
 }
 
+// Record implements inventory.Store. An order inventory has not heard of
+// has an empty record.
+func (s *Store) Record(ctx context.Context, orderID string) (inventory.Record, error) {
+	var (
+		r   inventory.Record
+		err error
+	)
+	if r.Applied, err = inbox.About(ctx, s.db, inventory.Consumer, orderID); err != nil {
+		return inventory.Record{}, err
+	}
+	if r.Sent, err = outbox.About(ctx, s.db, orderID); err != nil {
+		return inventory.Record{}, err
+	}
+	err = s.db.QueryRowContext(ctx, `SELECT reason FROM reservations WHERE order_id = $1`, orderID).Scan(&r.Reason)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return inventory.Record{}, fmt.Errorf("reservation of %s: %w", orderID, err)
+	}
+	return r, nil
+}
+
 // Update implements inventory.Store.
 func (s *Store) Update(ctx context.Context, fn func(inventory.Tx) error) error {
 	return s.db.InTx(ctx, func(tx *store.Tx) error { return fn(&txn{tx: tx}) })

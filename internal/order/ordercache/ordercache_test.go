@@ -47,7 +47,7 @@ func (e *env) createID(t testing.TB, id string) order.Order {
 	now := time.Now().UTC().Truncate(time.Microsecond)
 	o := order.Order{ID: id, CustomerID: "c", Status: order.Pending,
 		Items: []order.Item{{SKU: "A", Quantity: 1}}, CreatedAt: now, UpdatedAt: now}
-	if err := e.st.Update(context.Background(), func(tx order.Tx) error { return tx.Create(context.Background(), o, "", "") }); err != nil {
+	if err := e.st.Update(context.Background(), func(tx order.Tx) error { return tx.Create(context.Background(), o, now, "", "") }); err != nil {
 		t.Fatalf("Create: %v", err)
 	}
 	return o
@@ -174,7 +174,7 @@ func TestFailedCreateDoesNotCache(t *testing.T) {
 	// A second Create of the same id fails; nothing changes in the cache.
 	e.get(t, o.ID)
 	e.sneak(t, o.ID, "sneaky")
-	err := e.st.Update(context.Background(), func(tx order.Tx) error { return tx.Create(context.Background(), o, "", "") })
+	err := e.st.Update(context.Background(), func(tx order.Tx) error { return tx.Create(context.Background(), o, o.CreatedAt, "", "") })
 	if err == nil {
 		t.Fatal("Create of an existing id: got nil, want an error")
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/convergehq/converge/internal/events"
 	"github.com/convergehq/converge/internal/events/eventbroker"
 	"github.com/convergehq/converge/internal/order"
+	"github.com/convergehq/converge/internal/telemetry"
 )
 
 // Consumer is the durable consumer every instance of the order service
@@ -23,6 +24,6 @@ func Consumer() broker.ConsumerConfig {
 }
 
 // Handler applies a batch of replies to svc.
-func Handler(svc *order.Service, log *slog.Logger) broker.BatchHandler {
-	return eventbroker.Handler(svc.ApplyBatch, log)
+func Handler(svc *order.Service, tr telemetry.Tracing, log *slog.Logger) broker.BatchHandler {
+	return eventbroker.Handler("order", tr, svc.ApplyBatch, log)
 }

@@ -114,3 +114,14 @@ func validKey(k string) bool {
 	}
 	return true
 }
+
+func handleTimeline(svc *order.Service, log *slog.Logger) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tl, err := svc.Timeline(r.Context(), r.PathValue("id"))
+		if err != nil {
+			web.Error(w, r, log, statuses(), err)
+			return
+		}
+		web.WriteJSON(w, http.StatusOK, tl)
+	})
+}

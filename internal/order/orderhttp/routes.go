@@ -20,6 +20,9 @@ func Routes(svc *order.Service, ready health.Check, log *slog.Logger) http.Handl
 	mux.Handle("GET /api/v1/orders", web.Query(handleList(svc, log), "customer_id", "status", "after", "limit"))
 	mux.Handle("GET /api/v1/orders/{id}", web.Query(handleGet(svc, log), "wait"))
 	mux.Handle("POST /api/v1/orders/{id}/cancel", web.Query(handleCancel(svc, log)))
+	// Internal: the gateway merges it with inventory's part into
+	// GET /api/v1/orders/{id}/timeline.
+	mux.Handle("GET /internal/v1/orders/{id}/timeline", web.Query(handleTimeline(svc, log)))
 	health.Register(mux, ready)
 	return web.Handler(mux)
 }

@@ -134,6 +134,34 @@ func (s *Store) List(ctx context.Context, f order.Filter) ([]order.Order, error)
 	return out, nil
 }
 
+// Record implements order.Store.
+func (s *Store) Record(ctx context.Context, id string) (order.Record, error) {
+	var (
+		r        order.Record
+		status   string
+		accepted sql.NullInt64
+		created  int64
+	)
+	err := s.db.QueryRowContext(ctx, `SELECT status, accepted_at, created_at FROM orders WHERE id = $1`, id).Scan(&status, &accepted, &created)
+	if errors.Is(err, sql.ErrNoRows) {
+		return order.Record{}, fmt.Errorf("%w: %s", order.ErrNotFound, id)
+	}
+	if err != nil {
+		return order.Record{}, fmt.Errorf("order %s record: %w", id, err)
+	}
+	r.Status, r.CreatedAt = order.Status(status), time.UnixMicro(created).UTC()
+	if accepted.Valid {
+		r.AcceptedAt = time.UnixMicro(accepted.Int64).UTC()
+	}
+	if r.Sent, err = outbox.About(ctx, s.db, id); err != nil {
+		return order.Record{}, err
+	}
+	if r.Applied, err = inbox.About(ctx, s.db, order.Consumer, id); err != nil {
+		return order.Record{}, err
+	}
+	return r, nil
+}
+
 // Update implements order.Store.
 func (s *Store) Update(ctx context.Context, fn func(order.Tx) error) error {
 	return s.db.InTx(ctx, func(tx *store.Tx) error { return fn(&txn{tx: tx}) })
@@ -161,13 +189,17 @@ func (t *txn) Idempotency(ctx context.Context, key string) (orderID, hash string
 	return orderID, hash, true, nil
 }
 
-func (t *txn) Create(ctx context.Context, o order.Order, key, hash string) error {
+func (t *txn) Create(ctx context.Context, o order.Order, accepted time.Time, key, hash string) error {
 	items, err := json.Marshal(o.Items)
 	if err != nil {
 		return fmt.Errorf("create order %s: %w", o.ID, err)
 	}
-	if _, err := t.tx.ExecContext(ctx, `INSERT INTO orders (`+columns+`) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
-		o.ID, o.CustomerID, string(o.Status), o.Reason, string(items), o.CreatedAt.UnixMicro(), o.UpdatedAt.UnixMicro()); err != nil {
+	var acceptedAt any // NULL when unknown
+	if !accepted.IsZero() {
+		acceptedAt = accepted.UnixMicro()
+	}
+	if _, err := t.tx.ExecContext(ctx, `INSERT INTO orders (`+columns+`, accepted_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+		o.ID, o.CustomerID, string(o.Status), o.Reason, string(items), o.CreatedAt.UnixMicro(), o.UpdatedAt.UnixMicro(), acceptedAt); err != nil {
 		return fmt.Errorf("create order %s: %w", o.ID, err)
 	}
 	if key == "" {
