@@ -37,11 +37,14 @@ const (
 	HeaderDeadLetteredAt  = "Converge-Dead-Lettered-At" // RFC 3339, UTC
 )
 
+// DeadLetterPrefix starts the default dead-letter subject of a consumer:
+// DeadLetterPrefix + its durable name.
+const DeadLetterPrefix = "dlq."
+
 const (
-	defaultBatch            = 64
-	defaultMaxDeliver       = 10
-	defaultAckWait          = 30 * time.Second
-	deadLetterSubjectPrefix = "dlq."
+	defaultBatch      = 64
+	defaultMaxDeliver = 10
+	defaultAckWait    = 30 * time.Second
 	// maxErrorHeaderLen keeps a huge error text from pushing the copy over
 	// the server's max payload, which would make it impossible to dead-letter.
 	maxErrorHeaderLen = 2048
@@ -158,7 +161,7 @@ func (cfg ConsumerConfig) withDefaults() (ConsumerConfig, error) {
 		return cfg, fmt.Errorf("batch %d: must be at least 1", cfg.Batch)
 	}
 	if cfg.DeadLetterSubject == "" {
-		cfg.DeadLetterSubject = deadLetterSubjectPrefix + cfg.Durable
+		cfg.DeadLetterSubject = DeadLetterPrefix + cfg.Durable
 	}
 	return cfg, nil
 }
