@@ -29,7 +29,10 @@ import (
 	"github.com/convergehq/converge/internal/store/storetest"
 )
 
-const apiKey = "cluster-test-key"
+const (
+	apiKey   = "cluster-test-key"
+	adminKey = "cluster-test-admin-key"
+)
 
 // budget bounds the waits of one step of the test together, so that a
 // stuck flow fails in seconds and names what is stuck.
@@ -79,7 +82,7 @@ func startCluster(t *testing.T) *env {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	e.c, err = cluster.Start(ctx, cluster.Config{
-		Binary: bin, DataDir: t.TempDir(), Addr: addr, APIKey: apiKey,
+		Binary: bin, DataDir: t.TempDir(), Addr: addr, APIKey: apiKey, AdminKey: adminKey,
 		OrderDB: e.orderDB, InventoryDB: e.invDB, Cache: redisURL,
 		CachePrefix: redistest.Prefix(t, redisURL), BrokerSync: true,
 	}, brokertest.Logger(t))

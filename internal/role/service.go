@@ -15,6 +15,9 @@ import (
 
 	"github.com/convergehq/converge/internal/broker"
 	"github.com/convergehq/converge/internal/cache"
+	"github.com/convergehq/converge/internal/dlq"
+	"github.com/convergehq/converge/internal/dlq/dlqhttp"
+	"github.com/convergehq/converge/internal/events"
 	"github.com/convergehq/converge/internal/inbox"
 	"github.com/convergehq/converge/internal/outbox"
 	"github.com/convergehq/converge/internal/store"
@@ -30,6 +33,12 @@ type ServiceConfig struct {
 	NATS        NATS
 	Instance    string        // this process's name: logs, the outbox lease, the broker's client list
 	RelayLease  time.Duration // how long the outbox relay may publish after renewing its lease
+	// MaxDeliver and RetryBackoff are the consumer's retry schedule: how
+	// many deliveries a failing event gets, and the delay before each
+	// redelivery (the last repeated), before it is dead-lettered. Zero
+	// values take the broker's defaults.
+	MaxDeliver   int
+	RetryBackoff Durations
 }
 
 // cacheEntries bounds an in-process cache.
@@ -43,6 +52,9 @@ func (c *ServiceConfig) register(fs *flag.FlagSet, name, addr, dbFlag, db string
 	fs.DurationVar(&c.CacheTTL, "cache-ttl", 5*time.Second, "the longest a cached read may live")
 	c.NATS.register(fs, "nats://127.0.0.1:4222")
 	fs.StringVar(&c.Instance, "instance", "", "name of this instance (default: "+name+"-HOST-PID)")
+	fs.IntVar(&c.MaxDeliver, "max-deliver", broker.DefaultMaxDeliver, "deliveries an event gets before it is dead-lettered (with --retry-backoff: how long a failing dependency may stay down before events go to the DLQ stream)")
+	c.RetryBackoff = broker.DefaultBackoff()
+	fs.Var(&c.RetryBackoff, "retry-backoff", "comma-separated delays before each redelivery of an event that failed, the last repeated")
 	fs.DurationVar(&c.RelayLease, "relay-lease", 5*time.Second, "how long an outbox relay may publish after renewing its lease; another instance takes over within this after it dies")
 }
 
@@ -63,6 +75,9 @@ func (c ServiceConfig) Validate() error {
 	if c.CacheTTL <= 0 {
 		return fmt.Errorf("cache TTL must be positive, got %s", c.CacheTTL)
 	}
+	if c.MaxDeliver < 0 {
+		return fmt.Errorf("max deliver must be at least 1 (0: the default), got %d", c.MaxDeliver)
+	}
 	if c.RelayLease < 100*time.Millisecond {
 		return fmt.Errorf("relay lease must be at least 100ms, got %s", c.RelayLease)
 	}
@@ -72,13 +87,16 @@ func (c ServiceConfig) Validate() error {
 // Service is a running order or inventory service: its database, cache,
 // broker connection, outbox relay, event consumer and HTTP server.
 type Service struct {
-	name        string
-	log         *slog.Logger
-	http        *server
-	db          *store.DB
-	cache       cache.Cache
-	closeCache  io.Closer
-	conn        *broker.Conn
+	name       string
+	log        *slog.Logger
+	http       *server
+	db         *store.DB
+	cache      cache.Cache
+	closeCache io.Closer
+	conn       *broker.Conn
+	// The consumer's retry schedule, from the config.
+	maxDeliver  int
+	backoff     []time.Duration
 	relay       *outbox.Relay
 	drain       func()       // releases requests held open (GET ?wait=), if the service has any
 	notify      func()       // wakes the relay that holds the lease, wherever it runs
@@ -107,7 +125,7 @@ func openService(ctx context.Context, name string, cfg ServiceConfig, log *slog.
 	if cfg.Instance == "" {
 		cfg.Instance = defaultInstance(name)
 	}
-	s := &Service{name: name, log: log, failed: make(chan error, 4)}
+	s := &Service{name: name, log: log, failed: make(chan error, 4), maxDeliver: cfg.MaxDeliver, backoff: cfg.RetryBackoff}
 	defer func() {
 		if err != nil {
 			err = errors.Join(fmt.Errorf("%s: %w", name, err), s.Shutdown(context.WithoutCancel(ctx)))
@@ -150,6 +168,7 @@ func openService(ctx context.Context, name string, cfg ServiceConfig, log *slog.
 
 // run starts the relay, the consumer and the HTTP server.
 func (s *Service) run(cc broker.ConsumerConfig, h broker.BatchHandler, api http.Handler) {
+	cc.MaxDeliver, cc.Backoff = s.maxDeliver, s.backoff
 	bg := context.Background() // each loop is stopped in Shutdown, in order
 	relayCtx, stopRelay := context.WithCancel(bg)
 	consumerCtx, stopConsumer := context.WithCancel(bg)
@@ -165,7 +184,17 @@ func (s *Service) run(cc broker.ConsumerConfig, h broker.BatchHandler, api http.
 			}
 		}
 	})
-	s.http.serve(api, s.failed)
+	s.http.serve(withAdmin(api, dlqhttp.Routes(dlq.New(s.conn.JetStream(), events.DeadLetterStream), s.log)), s.failed)
+}
+
+// withAdmin serves the admin API (dead letters) beside a service's own:
+// it needs a broker connection, which every service has. The gateway
+// checks the admin key and sends it to the order service's instances.
+func withAdmin(api, admin http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle(dlqhttp.Prefix, admin)
+	mux.Handle("/", api)
+	return mux
 }
 
 // ready is the service's readiness: it can serve its own requests when its
@@ -222,6 +251,34 @@ func (s *Service) Shutdown(ctx context.Context) error {
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("%s: %w", s.name, err)
 	}
+	return nil
+}
+
+// Durations is a flag of comma-separated durations.
+type Durations []time.Duration
+
+func (d *Durations) String() string {
+	if d == nil {
+		return ""
+	}
+	s := make([]string, len(*d))
+	for i, v := range *d {
+		s[i] = v.String()
+	}
+	return strings.Join(s, ",")
+}
+
+// Set parses "100ms,500ms,2s"; every delay must be positive.
+func (d *Durations) Set(s string) error {
+	var out Durations
+	for _, part := range strings.Split(s, ",") {
+		v, err := time.ParseDuration(strings.TrimSpace(part))
+		if err != nil || v <= 0 {
+			return fmt.Errorf("%q is not a positive duration such as 500ms or 2s", strings.TrimSpace(part))
+		}
+		out = append(out, v)
+	}
+	*d = out
 	return nil
 }
 

@@ -19,7 +19,10 @@ import (
 	"github.com/convergehq/converge/internal/system"
 )
 
-const testKey = "test-key"
+const (
+	testKey      = "test-key"
+	testAdminKey = "test-admin-key"
+)
 
 // start runs a whole system on free ports in a temporary data directory and
 // shuts it down when the test ends.
@@ -33,6 +36,7 @@ func testConfig(dir string) system.Config {
 	cfg.Addr = "127.0.0.1:0"
 	cfg.DataDir = dir
 	cfg.APIKey = testKey
+	cfg.AdminKey = testAdminKey
 	cfg.Seed = false
 	cfg.BrokerPort = 0
 	return cfg

@@ -163,25 +163,25 @@ func (s Selection) filter() (dlq.Filter, error) {
 	return f, nil
 }
 
-// Replayed and Discarded answer a bulk operation: the dead letters it
+// ReplayedAll and DiscardedAll answer a bulk operation: the dead letters it
 // acted on and whether more match (send the same request again).
 type (
-	Replayed struct {
+	ReplayedAll struct {
 		Replayed []uint64 `json:"replayed"`
 		More     bool     `json:"more"`
 	}
-	Discarded struct {
+	DiscardedAll struct {
 		Discarded []uint64 `json:"discarded"`
 		More      bool     `json:"more"`
 	}
 )
 
 func handleReplayAll(q *dlq.Queue, log *slog.Logger) http.Handler {
-	return handleBulk(log, "replayed", q.ReplayAll, func(d dlq.Done) any { return Replayed{Replayed: d.Seqs, More: d.More} })
+	return handleBulk(log, "replayed", q.ReplayAll, func(d dlq.Done) any { return ReplayedAll{Replayed: d.Seqs, More: d.More} })
 }
 
 func handleDiscardAll(q *dlq.Queue, log *slog.Logger) http.Handler {
-	return handleBulk(log, "discarded", q.DiscardAll, func(d dlq.Done) any { return Discarded{Discarded: d.Seqs, More: d.More} })
+	return handleBulk(log, "discarded", q.DiscardAll, func(d dlq.Done) any { return DiscardedAll{Discarded: d.Seqs, More: d.More} })
 }
 
 func handleBulk(log *slog.Logger, verb string, do func(context.Context, dlq.Filter) (dlq.Done, error), answer func(dlq.Done) any) http.Handler {
