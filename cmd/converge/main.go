@@ -11,6 +11,7 @@
 //	converge check      verify the system's invariants
 //	converge load       place orders and measure acceptance and convergence
 //	converge probe      check an endpoint once (container health checks)
+//	converge dlq        list, show, replay and discard dead letters
 //
 // Every flag also reads from a CONVERGE_* environment variable.
 package main
@@ -87,6 +88,7 @@ commands:
   load       place a bounded number of orders and measure acceptance and convergence
   probe      check once that an HTTP endpoint answers 2xx or a TCP port accepts
              (the health check of a container without a shell)
+  dlq        dead letters: ls, show, replay, discard (through the admin API)
 
 roles (one process each, for the production topology):
   order      the order service
@@ -126,6 +128,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runRole(ctx, brokerCommand(), rest, getenv, stdout, stderr)
 	case "probe":
 		return runProbe(ctx, rest, getenv, stdout, stderr)
+	case "dlq":
+		return runDLQ(ctx, rest, getenv, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprintln(stdout, usage)
 		return nil
@@ -146,16 +150,37 @@ func newFlagSet(name string) *flag.FlagSet {
 // from its CONVERGE_<NAME> twin (dashes become underscores). For -h or
 // --help it prints the flag list on help and returns flag.ErrHelp.
 func parseFlags(fs *flag.FlagSet, args []string, getenv func(string) string, help io.Writer) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			printFlags(help, fs)
-			return err
+	rest, err := parseFlagsArgs(fs, args, getenv, help)
+	if err == nil && len(rest) > 0 {
+		return usageError{fmt.Sprintf("%s: unexpected argument %q", command(fs), rest[0])}
+	}
+	return err
+}
+
+// parseFlagsArgs is parseFlags for a command that also takes arguments:
+// it returns them, wherever they stand among the flags.
+func parseFlagsArgs(fs *flag.FlagSet, args []string, getenv func(string) string, help io.Writer) ([]string, error) {
+	var rest []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				printFlags(help, fs)
+				return nil, err
+			}
+			return nil, usageError{fmt.Sprintf("%s: %v", command(fs), err)}
 		}
-		return usageError{fmt.Sprintf("%s: %v", command(fs), err)}
+		if fs.NArg() == 0 {
+			break
+		}
+		rest = append(rest, fs.Arg(0))
+		args = fs.Args()[1:]
 	}
-	if fs.NArg() > 0 {
-		return usageError{fmt.Sprintf("%s: unexpected argument %q", command(fs), fs.Arg(0))}
-	}
+	return rest, setFromEnv(fs, getenv)
+}
+
+// setFromEnv sets each flag not given on the command line from its
+// CONVERGE_<NAME> twin.
+func setFromEnv(fs *flag.FlagSet, getenv func(string) string) error {
 	given := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
 	var err error
