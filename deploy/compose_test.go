@@ -252,7 +252,7 @@ func TestComposeSecretsArePlaceholders(t *testing.T) {
 	n := 0
 	for name, s := range c.Services {
 		for k, v := range s.Environment {
-			secret := strings.Contains(k, "PASSWORD") || strings.Contains(k, "API_KEY") || strings.Contains(k, "TOKEN")
+			secret := strings.Contains(k, "PASSWORD") || strings.HasSuffix(k, "_KEY") || strings.Contains(k, "TOKEN")
 			if strings.HasSuffix(k, "_DB") {
 				u, err := url.Parse(strings.NewReplacer("${", "", "}", "", ":-", "-").Replace(v))
 				if err == nil && u.User != nil {

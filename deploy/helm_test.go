@@ -416,6 +416,18 @@ func TestChartRenders(t *testing.T) {
 	wantURL("gateway", "CONVERGE_ORDER_URL", "order")
 	wantURL("gateway", "CONVERGE_INVENTORY_URL", "inventory")
 	wantURL("lb", "CONVERGE_GATEWAY_URL", "gateway")
+	// The gateways take both keys from the Secret.
+	if d := m.deployments["gateway"]; d != nil {
+		keys := map[string]string{}
+		for _, e := range d.Spec.Template.Spec.Containers[0].Env {
+			if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
+				keys[e.Name] = e.ValueFrom.SecretKeyRef.Key
+			}
+		}
+		if keys["CONVERGE_API_KEY"] != "api-key" || keys["CONVERGE_ADMIN_KEY"] != "admin-key" {
+			t.Errorf("gateway: keys from the Secret %v, want CONVERGE_API_KEY from api-key and CONVERGE_ADMIN_KEY from admin-key", keys)
+		}
+	}
 
 	job := m.jobs[0]
 	hooks := strings.Split(job.Annotations["helm.sh/hook"], ",")
@@ -628,5 +640,9 @@ func TestChartValues(t *testing.T) {
 	_, err = render(t, "--set", "secrets.apiKey=")
 	if err == nil || !strings.Contains(err.Error(), "secrets.apiKey is required") {
 		t.Errorf("rendering without an API key: %v, want it refused", err)
+	}
+	_, err = render(t, "--set", "secrets.adminKey=")
+	if err == nil || !strings.Contains(err.Error(), "secrets.adminKey is required") {
+		t.Errorf("rendering without an admin key: %v, want it refused", err)
 	}
 }

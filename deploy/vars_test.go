@@ -22,7 +22,7 @@ var knownVariables = func() map[string][]string {
 	flags := map[string][]string{
 		"order":     append([]string{"order-db"}, service...),
 		"inventory": append([]string{"inventory-db", "seed"}, service...),
-		"gateway":   {"addr", "api-key", "order-url", "inventory-url", "log-level"},
+		"gateway":   {"addr", "api-key", "admin-key", "order-url", "inventory-url", "log-level"},
 		"lb":        {"addr", "gateway-url", "lb-policy", "log-level"},
 		"broker": {"data", "host", "port", "name", "cluster-name", "cluster-port", "routes",
 			"user", "password", "route-user", "route-password", "sync", "metrics-addr", "log-level"},

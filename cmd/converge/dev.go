@@ -24,6 +24,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	fs.StringVar(&cfg.Addr, "addr", cfg.Addr, "load balancer listen address")
 	fs.StringVar(&cfg.DataDir, "data", cfg.DataDir, "data directory (SQLite files, broker store, API key)")
 	fs.StringVar(&cfg.APIKey, "api-key", "", "API key clients must send as 'Authorization: Bearer <key>' (default: generated once and kept in the data directory)")
+	fs.StringVar(&cfg.AdminKey, "admin-key", "", "admin key for /api/v1/admin/ (dead letters) and converge dlq (default: generated once and kept in the data directory)")
 	fs.BoolVar(&cfg.Seed, "seed", cfg.Seed, "seed a demo catalogue on first start")
 	fs.IntVar(&cfg.Gateways, "gateways", cfg.Gateways, "API gateway instances behind the load balancer")
 	fs.StringVar(&cfg.LBPolicy, "lb-policy", cfg.LBPolicy, "how the load balancer picks a gateway: least-loaded or round-robin")
@@ -95,6 +96,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
   data            %s
 
   API key         %s
+  admin key       %s   (dead letters: converge dlq ls)
 
 Try:
   curl -s -X POST %s/api/v1/orders \
@@ -103,7 +105,7 @@ Try:
 
 Ctrl-C stops it; a second run resumes where this one stopped.
 `, sys.LBURL, sys.GatewayURLs, sys.OrderURL, sys.InventoryURL, sys.BrokerURL, sys.BrokerURL, brokerMetrics(sys.BrokerMetricsURL), cfg.DataDir,
-		sys.APIKey, sys.LBURL, sys.APIKey)
+		sys.APIKey, sys.AdminKey, sys.LBURL, sys.APIKey)
 
 	var runErr error
 	select {
@@ -132,7 +134,7 @@ func runCluster(ctx context.Context, cfg system.Config, restart bool, log *slog.
 		return fmt.Errorf("dev: the converge binary: %w", err)
 	}
 	ccfg := cluster.Config{
-		Binary: bin, DataDir: cfg.DataDir, Addr: cfg.Addr, APIKey: cfg.APIKey,
+		Binary: bin, DataDir: cfg.DataDir, Addr: cfg.Addr, APIKey: cfg.APIKey, AdminKey: cfg.AdminKey,
 		OrderDB: cfg.OrderDB, InventoryDB: cfg.InventoryDB, Cache: cfg.Cache, CachePrefix: cfg.CachePrefix,
 		Seed: cfg.Seed, BrokerSync: cfg.BrokerSync, RestartCrashed: restart, Gateways: cfg.Gateways,
 	}
@@ -142,14 +144,20 @@ func runCluster(ctx context.Context, cfg system.Config, restart bool, log *slog.
 	if ccfg.APIKey == "" {
 		ccfg.APIKey = "placeholder" // checked below, once the data directory may be written
 	}
+	if ccfg.AdminKey == "" {
+		ccfg.AdminKey = "admin-placeholder"
+	}
 	if err := ccfg.Validate(); err != nil {
 		return usageError{"dev: " + err.Error()}
 	}
-	if cfg.APIKey == "" {
+	if cfg.APIKey == "" || cfg.AdminKey == "" {
 		if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 			return fmt.Errorf("dev: %w", err)
 		}
 		if ccfg.APIKey, err = system.APIKey(cfg); err != nil {
+			return fmt.Errorf("dev: %w", err)
+		}
+		if ccfg.AdminKey, err = system.AdminKey(cfg); err != nil {
 			return fmt.Errorf("dev: %w", err)
 		}
 	}
@@ -167,11 +175,12 @@ func runCluster(ctx context.Context, cfg system.Config, restart bool, log *slog.
 	fmt.Fprintf(stdout, `
   load balancer   %s
   API key         %s
+  admin key       %s   (dead letters: converge dlq ls)
   streams         nats --server %s --user %s --password %s stream ls
   check           converge check --order-db '%s' --inventory-db '%s'
 
 Ctrl-C stops every process: the load balancer first, the brokers last.
-`, c.LBURL, ccfg.APIKey, first, c.NATSUser, c.NATSPassword, store.Redact(cfg.OrderDB), store.Redact(cfg.InventoryDB))
+`, c.LBURL, ccfg.APIKey, ccfg.AdminKey, first, c.NATSUser, c.NATSPassword, store.Redact(cfg.OrderDB), store.Redact(cfg.InventoryDB))
 	for {
 		select {
 		case <-ctx.Done():

@@ -12,6 +12,7 @@
 //	converge load       place orders and measure acceptance and convergence
 //	converge probe      check an endpoint once (container health checks)
 //	converge trace      an order's way through the system, step by step
+//	converge dlq        list, show, replay and discard dead letters
 //
 // Every flag also reads from a CONVERGE_* environment variable.
 package main
@@ -92,6 +93,7 @@ commands:
              (the health check of a container without a shell)
   trace      print an order's way through the system, step by step, with the
              time of each (converge trace ORDER_ID)
+  dlq        dead letters: ls, show, replay, discard (through the admin API)
 
 roles (one process each, for the production topology):
   order      the order service
@@ -133,6 +135,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runProbe(ctx, rest, getenv, stdout, stderr)
 	case "trace":
 		return runTrace(ctx, rest, getenv, stdout, stderr)
+	case "dlq":
+		return runDLQ(ctx, rest, getenv, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprintln(stdout, usage)
 		return nil
@@ -153,20 +157,41 @@ func newFlagSet(name string) *flag.FlagSet {
 // from its CONVERGE_<NAME> twin (dashes become underscores). For -h or
 // --help it prints the flag list on help and returns flag.ErrHelp.
 func parseFlags(fs *flag.FlagSet, args []string, getenv func(string) string, help io.Writer) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			printFlags(help, fs)
-			return err
-		}
-		msg := fmt.Sprintf("%s: %v", command(fs), err)
-		if strings.HasPrefix(err.Error(), "flag provided but not defined") {
-			msg += "; its flags are " + flagNames(fs)
-		}
-		return usageError{msg}
+	rest, err := parseFlagsArgs(fs, args, getenv, help)
+	if err == nil && len(rest) > 0 {
+		return usageError{fmt.Sprintf("%s: unexpected argument %q", command(fs), rest[0])}
 	}
-	if fs.NArg() > 0 {
-		return usageError{fmt.Sprintf("%s: unexpected argument %q", command(fs), fs.Arg(0))}
+	return err
+}
+
+// parseFlagsArgs is parseFlags for a command that also takes arguments:
+// it returns them, wherever they stand among the flags.
+func parseFlagsArgs(fs *flag.FlagSet, args []string, getenv func(string) string, help io.Writer) ([]string, error) {
+	var rest []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				printFlags(help, fs)
+				return nil, err
+			}
+			msg := fmt.Sprintf("%s: %v", command(fs), err)
+			if strings.HasPrefix(err.Error(), "flag provided but not defined") {
+				msg += "; its flags are " + flagNames(fs)
+			}
+			return nil, usageError{msg}
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		rest = append(rest, fs.Arg(0))
+		args = fs.Args()[1:]
 	}
+	return rest, setFromEnv(fs, getenv)
+}
+
+// setFromEnv sets each flag not given on the command line from its
+// CONVERGE_<NAME> twin.
+func setFromEnv(fs *flag.FlagSet, getenv func(string) string) error {
 	given := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
 	var err error

@@ -17,7 +17,7 @@ type flagRow struct{ name, def, usage string }
 func flagsOf(t *testing.T, cmd string) []flagRow {
 	t.Helper()
 	var out bytes.Buffer
-	if err := run(context.Background(), []string{cmd, "-h"}, func(string) string { return "" }, &out, &out); err != nil && !strings.Contains(err.Error(), "help requested") {
+	if err := run(context.Background(), append(strings.Fields(cmd), "-h"), func(string) string { return "" }, &out, &out); err != nil && !strings.Contains(err.Error(), "help requested") {
 		t.Fatalf("%s -h: %v", cmd, err)
 	}
 	var rows []flagRow
@@ -45,7 +45,7 @@ func flagsOf(t *testing.T, cmd string) []flagRow {
 }
 
 // commands whose flags the README's configuration table must list.
-var configCommands = []string{"dev", "order", "inventory", "gateway", "lb", "broker", "setup", "check", "load", "probe"}
+var configCommands = []string{"dev", "order", "inventory", "gateway", "lb", "broker", "setup", "check", "load", "probe", "dlq ls", "dlq show", "dlq replay", "dlq discard"}
 
 // The README's configuration table lists every flag of every command with
 // its environment twin and default, exactly as the binary has them. Run

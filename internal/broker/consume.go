@@ -37,18 +37,26 @@ const (
 	HeaderDeadLetteredAt  = "Converge-Dead-Lettered-At" // RFC 3339, UTC
 )
 
+// DeadLetterPrefix starts the default dead-letter subject of a consumer:
+// DeadLetterPrefix + its durable name.
+const DeadLetterPrefix = "dlq."
+
 const (
-	defaultBatch            = 64
-	defaultMaxDeliver       = 10
-	defaultAckWait          = 30 * time.Second
-	deadLetterSubjectPrefix = "dlq."
+	defaultBatch   = 64
+	defaultAckWait = 30 * time.Second
 	// maxErrorHeaderLen keeps a huge error text from pushing the copy over
 	// the server's max payload, which would make it impossible to dead-letter.
 	maxErrorHeaderLen = 2048
 )
 
-// defaultBackoff is a function so that no caller can share or alter it.
-func defaultBackoff() []time.Duration {
+// DefaultMaxDeliver is how many deliveries a message gets before it is
+// dead-lettered, unless ConsumerConfig.MaxDeliver says otherwise.
+const DefaultMaxDeliver = 10
+
+// DefaultBackoff is the delay before each redelivery after a failure, the
+// last repeated: with DefaultMaxDeliver, about two minutes of retries. A
+// function so that no caller can share or alter it.
+func DefaultBackoff() []time.Duration {
 	return []time.Duration{100 * time.Millisecond, 500 * time.Millisecond, 2 * time.Second, 5 * time.Second, 10 * time.Second, 30 * time.Second}
 }
 
@@ -140,10 +148,10 @@ func (cfg ConsumerConfig) withDefaults() (ConsumerConfig, error) {
 		return cfg, errors.New("stream and durable name are required")
 	}
 	if len(cfg.Backoff) == 0 {
-		cfg.Backoff = defaultBackoff()
+		cfg.Backoff = DefaultBackoff()
 	}
 	if cfg.MaxDeliver == 0 {
-		cfg.MaxDeliver = defaultMaxDeliver
+		cfg.MaxDeliver = DefaultMaxDeliver
 	}
 	if cfg.MaxDeliver < 1 {
 		return cfg, fmt.Errorf("MaxDeliver %d: must be at least 1", cfg.MaxDeliver)
@@ -158,7 +166,7 @@ func (cfg ConsumerConfig) withDefaults() (ConsumerConfig, error) {
 		return cfg, fmt.Errorf("batch %d: must be at least 1", cfg.Batch)
 	}
 	if cfg.DeadLetterSubject == "" {
-		cfg.DeadLetterSubject = deadLetterSubjectPrefix + cfg.Durable
+		cfg.DeadLetterSubject = DeadLetterPrefix + cfg.Durable
 	}
 	return cfg, nil
 }

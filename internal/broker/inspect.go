@@ -52,5 +52,5 @@ func (cfg ConsumerConfig) DeadLetters() string {
 	if cfg.DeadLetterSubject != "" {
 		return cfg.DeadLetterSubject
 	}
-	return deadLetterSubjectPrefix + cfg.Durable
+	return DeadLetterPrefix + cfg.Durable
 }

@@ -34,6 +34,7 @@ type Config struct {
 	DataDir        string // broker stores, logs, credentials
 	Addr           string // the load balancer's address
 	APIKey         string
+	AdminKey       string // the gateways' admin key (/api/v1/admin/)
 	OrderDB        string // postgres://...
 	InventoryDB    string // postgres://...
 	Cache          string // redis://...
@@ -63,8 +64,11 @@ func (cfg Config) Validate() error {
 	if !strings.HasPrefix(cfg.Cache, "redis://") && !strings.HasPrefix(cfg.Cache, "rediss://") {
 		return errors.New("the cluster topology needs a shared cache: --cache redis://host:6379/N is missing")
 	}
-	if cfg.Binary == "" || cfg.DataDir == "" || cfg.Addr == "" || cfg.APIKey == "" {
-		return errors.New("cluster: binary, data directory, address and API key are required")
+	if cfg.Binary == "" || cfg.DataDir == "" || cfg.Addr == "" || cfg.APIKey == "" || cfg.AdminKey == "" {
+		return errors.New("cluster: binary, data directory, address, API key and admin key are required")
+	}
+	if cfg.AdminKey == cfg.APIKey {
+		return errors.New("the admin key must differ from the API key")
 	}
 	return nil
 }
@@ -243,7 +247,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Cluster, err e
 		addr := "127.0.0.1:" + strconv.Itoa(ports[i])
 		c.add("gateway", fmt.Sprintf("gateway-%d", i+1), addr,
 			[]string{"gateway", "--addr", addr, "--order-url", strings.Join(urls["order"], ","), "--inventory-url", strings.Join(urls["inventory"], ",")},
-			"CONVERGE_API_KEY="+cfg.APIKey)
+			"CONVERGE_API_KEY="+cfg.APIKey, "CONVERGE_ADMIN_KEY="+cfg.AdminKey)
 		gateways = append(gateways, "http://"+addr)
 	}
 	if err := c.startTier(ctx, "gateway", httpReady); err != nil {

@@ -30,7 +30,10 @@ import (
 	"github.com/convergehq/converge/internal/telemetry/telemetrytest"
 )
 
-const apiKey = "cluster-test-key"
+const (
+	apiKey   = "cluster-test-key"
+	adminKey = "cluster-test-admin-key"
+)
 
 // budget bounds the waits of one step of the test together, so that a
 // stuck flow fails in seconds and names what is stuck.
@@ -67,7 +70,7 @@ func startCluster(t *testing.T, extra ...string) *env {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	e.c, err = cluster.Start(ctx, cluster.Config{
-		Binary: bin, DataDir: t.TempDir(), Addr: addr, APIKey: apiKey,
+		Binary: bin, DataDir: t.TempDir(), Addr: addr, APIKey: apiKey, AdminKey: adminKey,
 		OrderDB: e.orderDB, InventoryDB: e.invDB, Cache: redisURL,
 		CachePrefix: redistest.Prefix(t, redisURL), BrokerSync: true, Env: extra,
 	}, brokertest.Logger(t))
@@ -111,6 +114,11 @@ func tail(b []byte, n int) []byte {
 }
 
 func (e *env) do(method, path string, body any) (int, []byte, error) {
+	return e.doAs(apiKey, method, path, body)
+}
+
+// doAs sends a request with key as the bearer token.
+func (e *env) doAs(key, method, path string, body any) (int, []byte, error) {
 	var rd io.Reader
 	if body != nil {
 		raw, err := json.Marshal(body)
@@ -123,7 +131,7 @@ func (e *env) do(method, path string, body any) (int, []byte, error) {
 	if err != nil {
 		return 0, nil, err
 	}
-	req.Header.Set("Authorization", "Bearer "+apiKey)
+	req.Header.Set("Authorization", "Bearer "+key)
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := e.http.Do(req)
 	if err != nil {
@@ -245,6 +253,22 @@ func (e *env) reserved(sku string) (onHand, reserved int) {
 	return s.OnHand, s.Reserved
 }
 
+// jetStream connects to the brokers with the services' credentials until
+// the test ends.
+func (e *env) jetStream(t *testing.T) jetstream.JetStream {
+	t.Helper()
+	nc, err := nats.Connect(e.c.NATSURL, nats.UserInfo(e.c.NATSUser, e.c.NATSPassword))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
 // The production topology in miniature: 3 brokers (R3), 2 instances of
 // each service on PostgreSQL and Redis, 2 gateways, the load balancer,
 // each its own process.
@@ -259,15 +283,7 @@ func TestCluster(t *testing.T) {
 	})
 
 	t.Run("streams are replicated", func(t *testing.T) {
-		nc, err := nats.Connect(e.c.NATSURL, nats.UserInfo(e.c.NATSUser, e.c.NATSPassword))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer nc.Close()
-		js, err := jetstream.New(nc)
-		if err != nil {
-			t.Fatal(err)
-		}
+		js := e.jetStream(t)
 		for _, name := range []string{events.OrdersStream, events.InventoryStream, events.DeadLetterStream} {
 			s, err := js.Stream(context.Background(), name)
 			if err != nil {
@@ -279,6 +295,46 @@ func TestCluster(t *testing.T) {
 		}
 		if _, err := nats.Connect(e.c.NATSURL); err == nil {
 			t.Error("a client without credentials was let in")
+		}
+	})
+
+	// The admin API reaches the dead letters through the load balancer,
+	// the gateways and an order instance, with the admin key only.
+	t.Run("dead letters through the admin API", func(t *testing.T) {
+		js := e.jetStream(t)
+		if _, err := js.Publish(context.Background(), "orders.created", []byte("not an event"), jetstream.WithMsgID("cluster-poison")); err != nil {
+			t.Fatal(err)
+		}
+		var page struct {
+			Items []struct {
+				Seq      uint64 `json:"seq"`
+				Consumer string `json:"consumer"`
+				MsgID    string `json:"msg_id"`
+			} `json:"items"`
+		}
+		until := time.Now().Add(budget)
+		for len(page.Items) == 0 {
+			status, body, err := e.doAs(adminKey, "GET", "/api/v1/admin/dead-letters?consumer=inventory", nil)
+			if err != nil || status != http.StatusOK {
+				t.Fatalf("list dead letters: %d %s %v", status, body, err)
+			}
+			if err := json.Unmarshal(body, &page); err != nil {
+				t.Fatal(err)
+			}
+			if time.Now().After(until) {
+				t.Fatal("the poison message was not dead-lettered")
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if l := page.Items[0]; len(page.Items) != 1 || l.MsgID != "cluster-poison" {
+			t.Fatalf("dead letters: %+v", page.Items)
+		}
+		path := fmt.Sprintf("/api/v1/admin/dead-letters/%d", page.Items[0].Seq)
+		if status, body, _ := e.do("DELETE", path, nil); status != http.StatusForbidden {
+			t.Errorf("discard with the API key: %d %s, want 403", status, body)
+		}
+		if status, body, err := e.doAs(adminKey, "DELETE", path, nil); err != nil || status != http.StatusNoContent {
+			t.Errorf("discard: %d %s %v", status, body, err)
 		}
 	})
 

@@ -45,8 +45,12 @@ const healthPath = "/readyz"
 
 // Config configures a Gateway.
 type Config struct {
-	APIKey    string   // required, non-empty, else New errors
-	Orders    Upstream // serves /api/v1/orders and /api/v1/orders/...
+	APIKey string // required, non-empty, else New errors
+	// AdminKey opens /api/v1/admin/ (the dead-letter tools), which the
+	// order service serves; empty turns the admin API off. It must differ
+	// from APIKey: the API key is refused there with 403.
+	AdminKey  string
+	Orders    Upstream // serves /api/v1/orders and /api/v1/orders/..., and /api/v1/admin/...
 	Inventory Upstream // serves /api/v1/inventory and /api/v1/inventory/...
 }
 
@@ -54,17 +58,22 @@ type Config struct {
 // brings back a service instance that a refused connection took out of
 // rotation.
 type Gateway struct {
-	handler http.Handler
-	keyHash [sha256.Size]byte
-	log     *slog.Logger
-	pools   []*lb.Pool // one per upstream, for Run
-	names   []string   // the upstream of each pool
+	handler   http.Handler
+	keyHash   [sha256.Size]byte
+	adminHash [sha256.Size]byte // of AdminKey; zero when the admin API is off
+	admin     bool
+	log       *slog.Logger
+	pools     []*lb.Pool // one per upstream, for Run
+	names     []string   // the upstream of each pool
 }
 
 // New checks cfg and builds a Gateway. A nil log discards log records.
 func New(cfg Config, log *slog.Logger) (*Gateway, error) {
 	if cfg.APIKey == "" {
 		return nil, errors.New("gateway: API key is empty")
+	}
+	if cfg.AdminKey != "" && cfg.AdminKey == cfg.APIKey {
+		return nil, errors.New("gateway: the admin key must differ from the API key")
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -80,10 +89,12 @@ func New(cfg Config, log *slog.Logger) (*Gateway, error) {
 	g := &Gateway{
 		// Comparing digests keeps the comparison constant-time even when
 		// the lengths differ, so a caller cannot probe the key's length.
-		keyHash: sha256.Sum256([]byte(cfg.APIKey)),
-		log:     log,
-		pools:   []*lb.Pool{orders, inventory},
-		names:   []string{cfg.Orders.Name, cfg.Inventory.Name},
+		keyHash:   sha256.Sum256([]byte(cfg.APIKey)),
+		adminHash: sha256.Sum256([]byte(cfg.AdminKey)),
+		admin:     cfg.AdminKey != "",
+		log:       log,
+		pools:     []*lb.Pool{orders, inventory},
+		names:     []string{cfg.Orders.Name, cfg.Inventory.Name},
 	}
 	g.handler = g.routes(g.proxy(orders, cfg.Orders), g.proxy(inventory, cfg.Inventory))
 	return g, nil
@@ -153,7 +164,30 @@ func (g *Gateway) requireKey(next http.Handler) http.Handler {
 	})
 }
 
-func (g *Gateway) authorized(header string) bool {
+// requireAdminKey lets a request through only with the admin key. The API
+// key is known but not enough here: 403. Anything else is 401.
+func (g *Gateway) requireAdminKey(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		header := r.Header.Get("Authorization")
+		switch {
+		case g.admin && bearerIs(header, g.adminHash):
+			next.ServeHTTP(w, r)
+		case !g.admin:
+			web.WriteProblem(w, http.StatusForbidden, "the admin API is off: this gateway has no admin key (--admin-key)")
+		case g.authorized(header):
+			web.WriteProblem(w, http.StatusForbidden, "the API key does not open the admin API; use the admin key")
+		default:
+			w.Header().Set("WWW-Authenticate", "Bearer")
+			web.WriteProblem(w, http.StatusUnauthorized, "missing or invalid bearer token (the admin key)")
+		}
+	})
+}
+
+func (g *Gateway) authorized(header string) bool { return bearerIs(header, g.keyHash) }
+
+// bearerIs reports whether header is "Bearer <token>" with the token whose
+// digest is want.
+func bearerIs(header string, want [sha256.Size]byte) bool {
 	scheme, token, ok := strings.Cut(header, " ")
 	if !ok || !strings.EqualFold(scheme, "Bearer") {
 		return false
@@ -163,7 +197,7 @@ func (g *Gateway) authorized(header string) bool {
 		return false
 	}
 	got := sha256.Sum256([]byte(token))
-	return subtle.ConstantTimeCompare(got[:], g.keyHash[:]) == 1
+	return subtle.ConstantTimeCompare(got[:], want[:]) == 1
 }
 
 // limitBody refuses a declared oversize body before any upstream is

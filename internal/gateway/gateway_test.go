@@ -17,7 +17,10 @@ import (
 	"github.com/convergehq/converge/internal/web"
 )
 
-const testKey = "s3cret-key"
+const (
+	testKey      = "s3cret-key"
+	testAdminKey = "adm1n-key"
+)
 
 // seen is what a fake service was sent.
 type seen struct {
@@ -100,7 +103,7 @@ func (b *syncBuffer) String() string {
 func startGateway(t *testing.T, orders, inventory Upstream) (*httptest.Server, *syncBuffer) {
 	t.Helper()
 	logs := &syncBuffer{}
-	g, err := New(Config{APIKey: testKey, Orders: orders, Inventory: inventory}, slog.New(slog.NewJSONHandler(logs, nil)))
+	g, err := New(Config{APIKey: testKey, AdminKey: testAdminKey, Orders: orders, Inventory: inventory}, slog.New(slog.NewJSONHandler(logs, nil)))
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -280,6 +283,74 @@ func TestAuth(t *testing.T) {
 				t.Errorf("order service saw Authorization %q, want none", got)
 			}
 		})
+	}
+}
+
+// The admin API goes to the order service with the admin key only: the
+// API key is known there but refused (403), anything else is 401, and
+// neither key opens the other's routes.
+func TestAdminAuth(t *testing.T) {
+	gw, orders, inventory := standard(t)
+	tests := []struct {
+		name, path, header string
+		status             int
+	}{
+		{"admin key", "/api/v1/admin/dead-letters?consumer=x", "Bearer " + testAdminKey, 200},
+		{"admin key, any admin path", "/api/v1/admin/whatever", "Bearer " + testAdminKey, 200},
+		{"API key", "/api/v1/admin/dead-letters", "Bearer " + testKey, 403},
+		{"no key", "/api/v1/admin/dead-letters", "", 401},
+		{"wrong key", "/api/v1/admin/dead-letters", "Bearer nope", 401},
+		{"admin key prefix", "/api/v1/admin/dead-letters", "Bearer " + testAdminKey[:3], 401},
+		{"admin key on the API", "/api/v1/orders", "Bearer " + testAdminKey, 401},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := len(orders.requests())
+			req := newRequest(t, "GET", gw.URL+tt.path, nil)
+			if tt.header != "" {
+				req.Header.Set("Authorization", tt.header)
+			}
+			resp, body := do(t, gw.Client(), req)
+			reqs := orders.requests()[before:]
+			if tt.status != 200 {
+				checkProblem(t, resp, body, tt.status)
+				if len(reqs) != 0 {
+					t.Errorf("order service got %d requests, want none", len(reqs))
+				}
+				return
+			}
+			if resp.StatusCode != 200 || body != "order" || len(reqs) != 1 {
+				t.Fatalf("got %d %q and %d requests to the order service, want 200 from it", resp.StatusCode, body, len(reqs))
+			}
+			if reqs[0].uri != tt.path || len(reqs[0].header.Values("Authorization")) != 0 {
+				t.Errorf("order service got %s with Authorization %q, want %s without", reqs[0].uri, reqs[0].header.Values("Authorization"), tt.path)
+			}
+		})
+	}
+	if n := len(inventory.requests()); n != 0 {
+		t.Errorf("inventory service got %d requests, want none", n)
+	}
+}
+
+// Without an admin key the admin API is off, for every key.
+func TestAdminOff(t *testing.T) {
+	orders := newService(t, "order", nil)
+	g, err := New(Config{APIKey: testKey, Orders: orders.upstream(t, time.Second), Inventory: orders.upstream(t, time.Second)}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(g)
+	defer srv.Close()
+	for _, header := range []string{"", "Bearer " + testKey, "Bearer " + testAdminKey} {
+		req := newRequest(t, "GET", srv.URL+"/api/v1/admin/dead-letters", nil)
+		if header != "" {
+			req.Header.Set("Authorization", header)
+		}
+		resp, body := do(t, srv.Client(), req)
+		checkProblem(t, resp, body, http.StatusForbidden)
+	}
+	if n := len(orders.requests()); n != 0 {
+		t.Errorf("order service got %d requests, want none", n)
 	}
 }
 
@@ -554,6 +625,8 @@ func TestNew(t *testing.T) {
 		{"nil URL", Config{APIKey: "k", Orders: Upstream{Name: "order", URLs: []*url.URL{nil}, Timeout: time.Second}, Inventory: good}, false},
 		{"two URLs", Config{APIKey: "k", Orders: Upstream{Name: "order", URLs: []*url.URL{u, mustParse(t, "http://orders-2.internal:8080")}, Timeout: time.Second}, Inventory: good}, true},
 		{"no timeout", Config{APIKey: "k", Orders: good, Inventory: Upstream{Name: "inventory", URLs: []*url.URL{u}}}, false},
+		{"admin key", Config{APIKey: "k", AdminKey: "a", Orders: good, Inventory: good}, true},
+		{"admin key is the API key", Config{APIKey: "k", AdminKey: "k", Orders: good, Inventory: good}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -8,6 +8,10 @@ import (
 
 // routes is the gateway's whole URL space. The API routes take every method:
 // the services know which they allow and answer 405 themselves.
+//
+// The admin API (dead letters) needs a broker connection, which the
+// services have and the gateway does not: both services serve it, and the
+// gateway sends it to the order service's instances, behind its own key.
 func (g *Gateway) routes(orders, inventory http.Handler) http.Handler {
 	toOrders := g.requireKey(limitBody(orders))
 	toInventory := g.requireKey(limitBody(inventory))
@@ -16,9 +20,10 @@ func (g *Gateway) routes(orders, inventory http.Handler) http.Handler {
 	mux.Handle("/api/v1/orders", toOrders)
 	mux.Handle("/api/v1/orders/", toOrders)
 	// Composed here from both services' records; see timelineHandler.
-	mux.Handle("/api/v1/orders/{id}/timeline", g.requireKey(timelineHandler(orders, inventory)))
+	mux.Handle("/api/v1/orders/{id}/timeline", g.requireKey(web.Query(timelineHandler(orders, inventory))))
 	mux.Handle("/api/v1/inventory", toInventory)
 	mux.Handle("/api/v1/inventory/", toInventory)
+	mux.Handle("/api/v1/admin/", g.requireAdminKey(limitBody(orders)))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		web.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})

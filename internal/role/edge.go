@@ -27,6 +27,7 @@ const (
 type GatewayConfig struct {
 	Addr          string
 	APIKey        string // the Bearer key clients send (never logged)
+	AdminKey      string // the Bearer key of /api/v1/admin/ (never logged); empty: the admin API is off
 	OrderURLs     string // comma-separated base URLs of the order service's instances
 	InventoryURLs string // comma-separated base URLs of the inventory service's instances
 	AccessLog     bool   // log a line per HTTP request at info
@@ -37,6 +38,7 @@ type GatewayConfig struct {
 func (c *GatewayConfig) Register(fs *flag.FlagSet) {
 	fs.StringVar(&c.Addr, "addr", "127.0.0.1:8090", "HTTP listen address of the gateway")
 	fs.StringVar(&c.APIKey, "api-key", "", "API key clients must send as 'Authorization: Bearer <key>' (required; never logged)")
+	fs.StringVar(&c.AdminKey, "admin-key", "", "admin key operators send as 'Authorization: Bearer <key>' for /api/v1/admin/ (dead letters); empty turns the admin API off (never logged)")
 	fs.StringVar(&c.OrderURLs, "order-url", "http://127.0.0.1:8081", "comma-separated base URLs of the order service's instances")
 	fs.StringVar(&c.InventoryURLs, "inventory-url", "http://127.0.0.1:8082", "comma-separated base URLs of the inventory service's instances")
 	registerAccessLog(fs, &c.AccessLog)
@@ -49,6 +51,9 @@ func (c GatewayConfig) Validate() error {
 	}
 	if c.APIKey == "" {
 		return errors.New("the API key is empty (--api-key or CONVERGE_API_KEY)")
+	}
+	if c.AdminKey != "" && c.AdminKey == c.APIKey {
+		return errors.New("the admin key must differ from the API key (--admin-key, --api-key)")
 	}
 	if _, err := parseURLs("order-url", c.OrderURLs); err != nil {
 		return err
@@ -98,6 +103,7 @@ func StartGateway(ctx context.Context, cfg GatewayConfig, log *slog.Logger) (*Ed
 	inv, _ := parseURLs("inventory-url", cfg.InventoryURLs)
 	gw, err := gateway.New(gateway.Config{
 		APIKey:    cfg.APIKey,
+		AdminKey:  cfg.AdminKey,
 		Orders:    gateway.Upstream{Name: "order", URLs: orders, Timeout: orderTimeout},
 		Inventory: gateway.Upstream{Name: "inventory", URLs: inv, Timeout: inventoryTimeout},
 	}, log)

@@ -15,6 +15,9 @@ import (
 
 	"github.com/convergehq/converge/internal/broker"
 	"github.com/convergehq/converge/internal/cache"
+	"github.com/convergehq/converge/internal/dlq"
+	"github.com/convergehq/converge/internal/dlq/dlqhttp"
+	"github.com/convergehq/converge/internal/events"
 	"github.com/convergehq/converge/internal/inbox"
 	"github.com/convergehq/converge/internal/metrics"
 	"github.com/convergehq/converge/internal/outbox"
@@ -34,6 +37,12 @@ type ServiceConfig struct {
 	RelayLease  time.Duration // how long the outbox relay may publish after renewing its lease
 	AccessLog   bool          // log a line per HTTP request at info
 	Tracing     telemetry.Tracing
+	// MaxDeliver and RetryBackoff are the consumer's retry schedule: how
+	// many deliveries a failing event gets, and the delay before each
+	// redelivery (the last repeated), before it is dead-lettered. Zero
+	// values take the broker's defaults.
+	MaxDeliver   int
+	RetryBackoff Durations
 }
 
 // cacheEntries bounds an in-process cache.
@@ -47,6 +56,9 @@ func (c *ServiceConfig) register(fs *flag.FlagSet, name, addr, dbFlag, db string
 	fs.DurationVar(&c.CacheTTL, "cache-ttl", 5*time.Second, "the longest a cached read may live")
 	c.NATS.register(fs, "nats://127.0.0.1:4222")
 	fs.StringVar(&c.Instance, "instance", "", "name of this instance (default: "+name+"-HOST-PID)")
+	fs.IntVar(&c.MaxDeliver, "max-deliver", broker.DefaultMaxDeliver, "deliveries an event gets before it is dead-lettered (with --retry-backoff: how long a failing dependency may stay down before events go to the DLQ stream)")
+	c.RetryBackoff = broker.DefaultBackoff()
+	fs.Var(&c.RetryBackoff, "retry-backoff", "comma-separated delays before each redelivery of an event that failed, the last repeated")
 	fs.DurationVar(&c.RelayLease, "relay-lease", 5*time.Second, "how long an outbox relay may publish after renewing its lease; another instance takes over within this after it dies")
 	registerAccessLog(fs, &c.AccessLog)
 }
@@ -73,6 +85,9 @@ func (c ServiceConfig) Validate() error {
 	if c.CacheTTL <= 0 {
 		return fmt.Errorf("cache TTL must be positive, got %s", c.CacheTTL)
 	}
+	if c.MaxDeliver < 0 {
+		return fmt.Errorf("max deliver must be at least 1 (0: the default), got %d", c.MaxDeliver)
+	}
 	if c.RelayLease < 100*time.Millisecond {
 		return fmt.Errorf("relay lease must be at least 100ms, got %s", c.RelayLease)
 	}
@@ -82,15 +97,18 @@ func (c ServiceConfig) Validate() error {
 // Service is a running order or inventory service: its database, cache,
 // broker connection, outbox relay, event consumer and HTTP server.
 type Service struct {
-	name        string
-	log         *slog.Logger
-	tracing     telemetry.Tracing
-	accessLog   bool
-	http        *server
-	db          *store.DB
-	cache       cache.Cache
-	closeCache  io.Closer
-	conn        *broker.Conn
+	name       string
+	log        *slog.Logger
+	tracing    telemetry.Tracing
+	accessLog  bool
+	http       *server
+	db         *store.DB
+	cache      cache.Cache
+	closeCache io.Closer
+	conn       *broker.Conn
+	// The consumer's retry schedule, from the config.
+	maxDeliver  int
+	backoff     []time.Duration
 	relay       *outbox.Relay
 	metrics     *metrics.Registry // served at /metrics
 	drain       func()            // releases requests held open (GET ?wait=), if the service has any
@@ -121,7 +139,8 @@ func openService(ctx context.Context, name string, cfg ServiceConfig, log *slog.
 		cfg.Instance = defaultInstance(name)
 	}
 	log = telemetry.Logger(log)
-	s := &Service{name: name, log: log, tracing: cfg.Tracing, accessLog: cfg.AccessLog, failed: make(chan error, 4), metrics: metrics.New(name)}
+	s := &Service{name: name, log: log, tracing: cfg.Tracing, accessLog: cfg.AccessLog, failed: make(chan error, 4), metrics: metrics.New(name),
+		maxDeliver: cfg.MaxDeliver, backoff: cfg.RetryBackoff}
 	defer func() {
 		if err != nil {
 			err = errors.Join(fmt.Errorf("%s: %w", name, err), s.Shutdown(context.WithoutCancel(ctx)))
@@ -166,6 +185,7 @@ func openService(ctx context.Context, name string, cfg ServiceConfig, log *slog.
 
 // run starts the relay, the consumer and the HTTP server.
 func (s *Service) run(cc broker.ConsumerConfig, h broker.BatchHandler, api http.Handler) {
+	cc.MaxDeliver, cc.Backoff = s.maxDeliver, s.backoff
 	bg := context.Background() // each loop is stopped in Shutdown, in order
 	relayCtx, stopRelay := context.WithCancel(bg)
 	consumerCtx, stopConsumer := context.WithCancel(bg)
@@ -182,7 +202,18 @@ func (s *Service) run(cc broker.ConsumerConfig, h broker.BatchHandler, api http.
 		}
 	})
 	s.serviceMetrics(cc)
+	api = withAdmin(api, dlqhttp.Routes(dlq.New(s.conn.JetStream(), events.DeadLetterStream), s.log))
 	s.http.serve(telemetry.Handler(telemetry.HTTPConfig{Role: s.name, Tracing: s.tracing, Log: s.log, AccessLog: s.accessLog}, instrument(s.metrics, api, s.log)), s.failed)
+}
+
+// withAdmin serves the admin API (dead letters) beside a service's own:
+// it needs a broker connection, which every service has. The gateway
+// checks the admin key and sends it to the order service's instances.
+func withAdmin(api, admin http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle(dlqhttp.Prefix, admin)
+	mux.Handle("/", api)
+	return mux
 }
 
 // ready is the service's readiness: it can serve its own requests when its
@@ -239,6 +270,34 @@ func (s *Service) Shutdown(ctx context.Context) error {
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("%s: %w", s.name, err)
 	}
+	return nil
+}
+
+// Durations is a flag of comma-separated durations.
+type Durations []time.Duration
+
+func (d *Durations) String() string {
+	if d == nil {
+		return ""
+	}
+	s := make([]string, len(*d))
+	for i, v := range *d {
+		s[i] = v.String()
+	}
+	return strings.Join(s, ",")
+}
+
+// Set parses "100ms,500ms,2s"; every delay must be positive.
+func (d *Durations) Set(s string) error {
+	var out Durations
+	for _, part := range strings.Split(s, ",") {
+		v, err := time.ParseDuration(strings.TrimSpace(part))
+		if err != nil || v <= 0 {
+			return fmt.Errorf("%q is not a positive duration such as 500ms or 2s", strings.TrimSpace(part))
+		}
+		out = append(out, v)
+	}
+	*d = out
 	return nil
 }
 

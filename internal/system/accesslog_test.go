@@ -10,7 +10,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
 )
 
 // logBuffer keeps what many goroutines log, as JSON lines.

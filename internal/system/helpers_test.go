@@ -14,7 +14,10 @@ import (
 	"github.com/convergehq/converge/internal/check"
 )
 
-const testKey = "test-key"
+const (
+	testKey      = "test-key"
+	testAdminKey = "test-admin-key"
+)
 
 // client talks to the system through the load balancer, as a user would.
 type client struct {

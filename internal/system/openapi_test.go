@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/convergehq/converge/internal/dlq"
 	"github.com/convergehq/converge/internal/events"
 	"github.com/convergehq/converge/internal/inventory"
 	"github.com/convergehq/converge/internal/order"
@@ -118,6 +119,8 @@ func fill(t *testing.T, template string) string {
 			b.WriteString("T-1")
 		case "id":
 			b.WriteString(randomUUID())
+		case "seq":
+			b.WriteString("999999")
 		default:
 			t.Fatalf("path %s: no test value for parameter {%s}; add one to fill", template, name)
 		}
@@ -180,6 +183,13 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 
 	sys := start(t)
 	c := newClient(t, sys)
+	// The admin routes take the admin key; the others the API key.
+	send := func(method, path string, body any) response {
+		if strings.HasPrefix(path, "/api/v1/admin/") {
+			return c.admin(method, path, body)
+		}
+		return c.do(method, path, body)
+	}
 
 	t.Run("listed operations are routed", func(t *testing.T) {
 		for _, op := range ops {
@@ -188,7 +198,7 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 			if op.Method == http.MethodPut || op.Method == http.MethodPost {
 				body = "{}"
 			}
-			r := c.do(op.Method, path, body)
+			r := send(op.Method, path, body)
 			what := fmt.Sprintf("%s (as %s %s)", op, op.Method, path)
 			t.Logf("%s: %d", what, r.Status)
 			switch {
@@ -227,8 +237,12 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 			if op.Method == http.MethodPut || op.Method == http.MethodPost {
 				body = "{}"
 			}
+			var key []string
+			if strings.HasPrefix(op.Path, "/api/v1/admin/") {
+				key = []string{"Authorization", "Bearer " + testAdminKey}
+			}
 			for _, name := range append(names, "bogus") {
-				r := c.do(op.Method, path+"?"+name+"=", body)
+				r := c.do(op.Method, path+"?"+name+"=", body, key...)
 				what := fmt.Sprintf("%s with ?%s=", op, name)
 				unknown := r.Status == http.StatusBadRequest && strings.Contains(asProblem(t, what, r).Detail, "unknown query parameter")
 				if want := name == "bogus"; unknown != want {
@@ -255,7 +269,7 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 				if listed[tmpl][m] {
 					continue
 				}
-				r := c.do(m, path, nil)
+				r := send(m, path, nil)
 				what := fmt.Sprintf("%s %s (as %s)", m, tmpl, path)
 				if r.Status != http.StatusMethodNotAllowed {
 					t.Errorf("%s: status %d, want 405: the system serves a method the spec does not list; body %s", what, r.Status, r.Body)
@@ -427,6 +441,10 @@ func TestOpenAPIMatchesDomain(t *testing.T) {
 		{"/components/schemas/SetStock/properties/on_hand/maximum", float64(inventory.MaxOnHand)},
 		{"/components/schemas/OrderStatus/enum", statuses},
 		{"/components/schemas/RejectionReason/enum", []any{"", events.ReasonInsufficientStock, events.ReasonUnknownSKU}},
+		{"/components/schemas/Selection/properties/limit/maximum", float64(dlq.MaxLimit)},
+		{"/components/schemas/Selection/properties/limit/default", float64(dlq.DefaultLimit)},
+		{"/paths/~1api~1v1~1admin~1dead-letters/get/parameters/3/schema/maximum", float64(dlq.MaxLimit)},
+		{"/paths/~1api~1v1~1admin~1dead-letters/get/parameters/3/schema/default", float64(dlq.DefaultLimit)},
 	} {
 		got, err := pointer(doc, tc.ptr)
 		if err != nil {

@@ -33,6 +33,7 @@ type Config struct {
 	Addr        string        // load balancer listen address
 	DataDir     string        // SQLite files, the broker's store and the API key live here
 	APIKey      string        // empty: read DataDir/api-key, or generate and keep one
+	AdminKey    string        // of /api/v1/admin/; empty: read DataDir/admin-key, or generate and keep one
 	Seed        bool          // seed a demo catalogue into an empty inventory
 	Gateways    int           // API gateway instances behind the load balancer
 	LBPolicy    string        // "least-loaded" or "round-robin"
@@ -46,6 +47,11 @@ type Config struct {
 	NATS        role.NATS     // URLs "embedded": the embedded broker
 	AccessLog   bool          // every role logs a line per HTTP request at info
 	Tracing     telemetry.Tracing
+
+	// The consumers' retry schedule; zero values take the broker's
+	// defaults. Tests shorten it (export_test.go); dev has no flag for it.
+	maxDeliver   int
+	retryBackoff []time.Duration
 }
 
 // DefaultConfig is what `converge dev` runs with when given no flags.
@@ -79,6 +85,8 @@ func (cfg Config) Validate() error {
 		return fmt.Errorf("lb policy must be least-loaded or round-robin, got %q", cfg.LBPolicy)
 	case cfg.BrokerPort < 0 || cfg.BrokerPort > 65535:
 		return fmt.Errorf("broker port must be 0 to 65535, got %d", cfg.BrokerPort)
+	case cfg.AdminKey != "" && cfg.AdminKey == cfg.APIKey:
+		return errors.New("the admin key must differ from the API key")
 	}
 	for _, sc := range []role.ServiceConfig{cfg.service(cfg.OrderDB, "order"), cfg.service(cfg.InventoryDB, "inventory")} {
 		if cfg.embedded() {
@@ -104,16 +112,18 @@ func (cfg Config) dbURL(given, name string) string {
 
 func (cfg Config) service(db, name string) role.ServiceConfig {
 	return role.ServiceConfig{
-		Addr:        "127.0.0.1:0",
-		DB:          cfg.dbURL(db, name),
-		Cache:       cfg.Cache,
-		CachePrefix: cfg.CachePrefix,
-		CacheTTL:    cfg.CacheTTL,
-		NATS:        cfg.NATS,
-		Instance:    name + "-1",
-		RelayLease:  5 * time.Second,
-		AccessLog:   cfg.AccessLog,
-		Tracing:     cfg.Tracing,
+		Addr:         "127.0.0.1:0",
+		DB:           cfg.dbURL(db, name),
+		Cache:        cfg.Cache,
+		CachePrefix:  cfg.CachePrefix,
+		CacheTTL:     cfg.CacheTTL,
+		NATS:         cfg.NATS,
+		Instance:     name + "-1",
+		RelayLease:   5 * time.Second,
+		AccessLog:    cfg.AccessLog,
+		Tracing:      cfg.Tracing,
+		MaxDeliver:   cfg.maxDeliver,
+		RetryBackoff: cfg.retryBackoff,
 	}
 }
 
@@ -132,6 +142,7 @@ type System struct {
 	// on its own URL.
 	BrokerMetricsURL string
 	APIKey           string
+	AdminKey         string
 	// OrderDB and InventoryDB are the databases' URLs, for the checker.
 	OrderDB, InventoryDB string
 
@@ -186,6 +197,9 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *System, err er
 	if s.APIKey, err = APIKey(cfg); err != nil {
 		return nil, err
 	}
+	if s.AdminKey, err = AdminKey(cfg); err != nil {
+		return nil, err
+	}
 
 	nats := cfg.NATS
 	if cfg.embedded() {
@@ -224,6 +238,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *System, err er
 		gw, err := role.StartGateway(ctx, role.GatewayConfig{
 			Addr:          "127.0.0.1:0",
 			APIKey:        s.APIKey,
+			AdminKey:      s.AdminKey,
 			OrderURLs:     s.OrderURL,
 			InventoryURLs: s.InventoryURL,
 			AccessLog:     cfg.AccessLog,
@@ -373,20 +388,28 @@ func (s *System) OpenDatabases(ctx context.Context) (orders, inventory *store.DB
 // APIKey returns the configured key, or the one kept in the data directory,
 // or a new one that is then kept there, so a restart keeps the same key.
 func APIKey(cfg Config) (string, error) {
-	if cfg.APIKey != "" {
-		return cfg.APIKey, nil
+	return keptKey(cfg.APIKey, filepath.Join(cfg.DataDir, "api-key"), "cvg_")
+}
+
+// AdminKey is the admin API's key, given, kept or new, like APIKey's.
+func AdminKey(cfg Config) (string, error) {
+	return keptKey(cfg.AdminKey, filepath.Join(cfg.DataDir, "admin-key"), "cvgadm_")
+}
+
+func keptKey(given, path, prefix string) (string, error) {
+	if given != "" {
+		return given, nil
 	}
-	path := filepath.Join(cfg.DataDir, "api-key")
 	b, err := os.ReadFile(path)
 	if err == nil && strings.TrimSpace(string(b)) != "" {
 		return strings.TrimSpace(string(b)), nil
 	}
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return "", fmt.Errorf("read API key: %w", err)
+		return "", fmt.Errorf("read %s: %w", filepath.Base(path), err)
 	}
-	key := "cvg_" + rand.Text()
+	key := prefix + rand.Text()
 	if err := os.WriteFile(path, []byte(key+"\n"), 0o600); err != nil {
-		return "", fmt.Errorf("keep API key: %w", err)
+		return "", fmt.Errorf("keep %s: %w", filepath.Base(path), err)
 	}
 	return key, nil
 }

@@ -107,10 +107,27 @@ func startIn(t testing.TB, dir string) deployment {
 // test) finds the same data.
 func startFor(t testing.TB, dir string) (deployment, error) {
 	t.Helper()
+	return startWith(t, dir, retry{})
+}
+
+// retry is a consumers' retry schedule; zero takes the defaults (10
+// deliveries over about two minutes).
+type retry struct {
+	maxDeliver int
+	backoff    []time.Duration
+}
+
+// startWith is startFor with the consumers' retry schedule r.
+func startWith(t testing.TB, dir string, r retry) (deployment, error) {
+	t.Helper()
 	if clusterTopology(t) {
-		return startCluster(t, dir)
+		return startCluster(t, dir, r)
 	}
-	sys, err := system.Start(context.Background(), testConfig(dir), brokertest.Logger(t))
+	cfg := testConfig(dir)
+	if r.maxDeliver > 0 {
+		cfg = system.WithRetry(cfg, r.maxDeliver, r.backoff...)
+	}
+	sys, err := system.Start(context.Background(), cfg, brokertest.Logger(t))
 	if err != nil {
 		return nil, err
 	}
@@ -148,6 +165,7 @@ func testConfig(dir string) system.Config {
 	cfg.Addr = "127.0.0.1:0"
 	cfg.DataDir = dir
 	cfg.APIKey = testKey
+	cfg.AdminKey = testAdminKey
 	cfg.Seed = false
 	cfg.BrokerPort = 0
 	return cfg
@@ -228,7 +246,7 @@ var clusterData = struct {
 	m map[string][3]string
 }{m: map[string][3]string{}}
 
-func startCluster(t testing.TB, dir string) (*clustered, error) {
+func startCluster(t testing.TB, dir string, r retry) (*clustered, error) {
 	t.Helper()
 	storetest.RequirePostgres(t)
 	redisURL := redistest.URL(t)
@@ -252,12 +270,20 @@ func startCluster(t testing.TB, dir string) (*clustered, error) {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
+	var env []string
+	if r.maxDeliver > 0 {
+		backoff := make([]string, len(r.backoff))
+		for i, b := range r.backoff {
+			backoff[i] = b.String()
+		}
+		env = append(env, fmt.Sprintf("CONVERGE_MAX_DELIVER=%d", r.maxDeliver), "CONVERGE_RETRY_BACKOFF="+strings.Join(backoff, ","))
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	c, err := cluster.Start(ctx, cluster.Config{
-		Binary: bin, DataDir: dir, Addr: addr, APIKey: testKey,
+		Binary: bin, DataDir: dir, Addr: addr, APIKey: testKey, AdminKey: testAdminKey,
 		OrderDB: data[0], InventoryDB: data[1], Cache: redisURL, CachePrefix: data[2],
-		BrokerSync: true,
+		BrokerSync: true, Env: env,
 	}, brokertest.Logger(t))
 	if err != nil {
 		return nil, err

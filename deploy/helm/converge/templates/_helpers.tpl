@@ -89,6 +89,7 @@ helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace 
 {{- end }}
 {{- if eq .role "gateway" }}
 {{ include "converge.secretEnv" (dict "root" $root "env" "CONVERGE_API_KEY" "key" "apiKey") }}
+{{ include "converge.secretEnv" (dict "root" $root "env" "CONVERGE_ADMIN_KEY" "key" "adminKey") }}
 - name: CONVERGE_ORDER_URL
   value: {{ printf "http://%s:%v" (include "converge.serviceName" (dict "root" $root "role" "order")) $root.Values.order.port | quote }}
 - name: CONVERGE_INVENTORY_URL
