@@ -128,7 +128,7 @@ func TestUsageErrors(t *testing.T) {
 	}{
 		{"no command", nil, nil, "no command given", 2},
 		{"unknown command", []string{"fly"}, nil, `unknown command "fly"`, 2},
-		{"unknown flag", []string{"dev", "--nope"}, nil, "dev: flag provided but not defined: -nope; its flags are --addr, --api-key,", 2},
+		{"unknown flag", []string{"dev", "--nope"}, nil, "dev: flag provided but not defined: -nope; its flags are --access-log, --addr, --admin-key, --api-key,", 2},
 		{"unknown flag of check", []string{"check", "--cache-ttl", "1s"}, nil, "check: flag provided but not defined: -cache-ttl; its flags are --data, --inventory-db, --order-db, --wait", 2},
 		{"flag without value", []string{"dev", "--gateways"}, nil, "dev: flag needs an argument: -gateways", 2},
 		{"flag of wrong type", []string{"dev", "--gateways", "two"}, nil, `dev: invalid value "two" for flag -gateways`, 2},

@@ -393,7 +393,8 @@ func TestCluster(t *testing.T) {
 	})
 
 	// Each order instance counts what it did; together they count every
-	// order of the race once, and each broker node serves its own figures.
+	// order placed so far (the race's and the traced ones) once, and each
+	// broker node serves its own figures.
 	t.Run("metrics add up across instances", func(t *testing.T) {
 		var placed, final, orders float64
 		for _, name := range []string{"order-1", "order-2"} {
@@ -407,8 +408,8 @@ func TestCluster(t *testing.T) {
 				orders = f.Sum("converge_orders") // one database: every instance counts the same
 			}
 		}
-		if placed != 1000 || final != 1000 || orders != 1000 {
-			t.Errorf("order instances: %v placed, %v reached a final status, %v orders in DB A; want 1000 each", placed, final, orders)
+		if placed < 1000 || placed != final || placed != orders {
+			t.Errorf("order instances: %v placed, %v reached a final status, %v orders in DB A; want the same count, at least the race's 1000", placed, final, orders)
 		}
 		lb := metricstest.Scrape(t, e.c.Process("lb").Metrics)
 		if got := lb.Sum("converge_backend_up", "pool", "gateway"); got != 2 {
