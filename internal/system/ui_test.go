@@ -3,6 +3,7 @@ package system_test
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -181,4 +182,71 @@ func screenshot(t *testing.T, ctx context.Context, name string) {
 		t.Fatal(err)
 	}
 	t.Logf("screenshot: %s", path)
+}
+
+// TestLivePageControls stops and starts a gateway and a service instance
+// through the page's endpoint, over HTTP, as its buttons do.
+func TestLivePageControls(t *testing.T) {
+	if clusterTopology(t) {
+		t.Skip("only the embedded system's page has stop and start buttons")
+	}
+	d := start(t)
+	c := newClient(t, d)
+	c.setStock("UI-1", 10)
+	admin := []string{"Authorization", "Bearer " + testAdminKey}
+	control := func(action, part string) response {
+		t.Helper()
+		return c.do("POST", "/ui/api/control", map[string]string{"action": action, "component": part}, admin...)
+	}
+	shown := func(part string) string {
+		t.Helper()
+		var st struct {
+			Components []struct{ Name, Status string }
+		}
+		c.do("GET", "/ui/api/state", nil).decode(t, &st)
+		for _, p := range st.Components {
+			if p.Name == part {
+				return p.Status
+			}
+		}
+		return "absent"
+	}
+
+	if r := c.do("POST", "/ui/api/control", map[string]string{"action": "stop", "component": "broker"}); r.Status != http.StatusForbidden {
+		t.Fatalf("a stop with the API key: got %d %s, want 403", r.Status, r.Body)
+	}
+	gws := d.Gateways()
+	if r := control("stop", "gateway-2"); r.Status != http.StatusOK {
+		t.Fatalf("stop gateway-2: %d %s", r.Status, r.Body)
+	}
+	waitForRotation(t, d, 5*time.Second, gws[0])
+	if r := control("stop", "gateway-1"); r.Status != http.StatusConflict {
+		t.Fatalf("stop the last gateway: got %d %s, want 409", r.Status, r.Body)
+	}
+	if r := control("start", "gateway-2"); r.Status != http.StatusOK {
+		t.Fatalf("start gateway-2: %d %s", r.Status, r.Body)
+	}
+	waitForRotation(t, d, 5*time.Second, gws...)
+
+	if r := control("stop", "order-1"); r.Status != http.StatusOK {
+		t.Fatalf("stop order-1: %d %s", r.Status, r.Body)
+	}
+	eventually(t, 5*time.Second, "order-1 shown down", func() bool { return shown("order-1") == "down" })
+	if r := control("start", "order-1"); r.Status != http.StatusOK {
+		t.Fatalf("start order-1: %d %s", r.Status, r.Body)
+	}
+	eventually(t, 5*time.Second, "order-1 shown up", func() bool { return shown("order-1") == "up" })
+	// The gateways take it back after a passing check.
+	var o orderView
+	eventually(t, 5*time.Second, "an order accepted after order-1's restart", func() bool {
+		r, err := c.try("POST", "/api/v1/orders", map[string]any{"customer_id": "c-ui", "items": []item{{SKU: "UI-1", Quantity: 1}}})
+		if err != nil || r.Status != http.StatusAccepted {
+			return false
+		}
+		r.decode(t, &o)
+		return true
+	})
+	if got := c.final(o.ID); got.Status != "CONFIRMED" {
+		t.Fatalf("order after order-1's restart: got %s (%s), want CONFIRMED", got.Status, got.Reason)
+	}
 }
