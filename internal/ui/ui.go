@@ -149,7 +149,9 @@ func (h *Handler) control(w http.ResponseWriter, r *http.Request) {
 		web.WriteProblem(w, http.StatusNotFound, fmt.Sprintf("no part %q can be stopped or started here", req.Component))
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), controlTimeout)
+	// A tab closed halfway does not cut a stop short (a service flushing
+	// its outbox, say).
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), controlTimeout)
 	defer cancel()
 	var err error
 	switch req.Action {
