@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -97,6 +98,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 
   API key         %s
   admin key       %s   (dead letters: converge dlq ls)
+  live page       %s/ui/#key=%s&admin=%s
 
 Try:
   curl -s -X POST %s/api/v1/orders \
@@ -105,7 +107,7 @@ Try:
 
 Ctrl-C stops it; a second run resumes where this one stopped.
 `, sys.LBURL, sys.GatewayURLs, sys.OrderURL, sys.InventoryURL, sys.BrokerURL, sys.BrokerURL, brokerMetrics(sys.BrokerMetricsURL), cfg.DataDir,
-		sys.APIKey, sys.AdminKey, sys.LBURL, sys.APIKey)
+		sys.APIKey, sys.AdminKey, sys.LBURL, url.QueryEscape(sys.APIKey), url.QueryEscape(sys.AdminKey), sys.LBURL, sys.APIKey)
 
 	var runErr error
 	select {
@@ -176,11 +178,12 @@ func runCluster(ctx context.Context, cfg system.Config, restart bool, log *slog.
   load balancer   %s
   API key         %s
   admin key       %s   (dead letters: converge dlq ls)
+  live page       %s/ui/#key=%s&admin=%s   (served by the gateways: no stop and start buttons)
   streams         nats --server %s --user %s --password %s stream ls
   check           converge check --order-db '%s' --inventory-db '%s'
 
 Ctrl-C stops every process: the load balancer first, the brokers last.
-`, c.LBURL, ccfg.APIKey, ccfg.AdminKey, first, c.NATSUser, c.NATSPassword, store.Redact(cfg.OrderDB), store.Redact(cfg.InventoryDB))
+`, c.LBURL, ccfg.APIKey, ccfg.AdminKey, c.LBURL, url.QueryEscape(ccfg.APIKey), url.QueryEscape(ccfg.AdminKey), first, c.NATSUser, c.NATSPassword, store.Redact(cfg.OrderDB), store.Redact(cfg.InventoryDB))
 	for {
 		select {
 		case <-ctx.Done():

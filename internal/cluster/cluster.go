@@ -242,11 +242,19 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Cluster, err e
 	if err != nil {
 		return nil, err
 	}
+	// The gateways' live page (/ui/) shows the broker nodes too.
+	var brokerMetrics []string
+	for _, p := range c.procs {
+		if p.Role == "broker" {
+			brokerMetrics = append(brokerMetrics, strings.TrimSuffix(p.Metrics, "/metrics"))
+		}
+	}
 	var gateways []string
 	for i := range cfg.Gateways {
 		addr := "127.0.0.1:" + strconv.Itoa(ports[i])
 		c.add("gateway", fmt.Sprintf("gateway-%d", i+1), addr,
-			[]string{"gateway", "--addr", addr, "--order-url", strings.Join(urls["order"], ","), "--inventory-url", strings.Join(urls["inventory"], ",")},
+			[]string{"gateway", "--addr", addr, "--order-url", strings.Join(urls["order"], ","), "--inventory-url", strings.Join(urls["inventory"], ","),
+				"--ui-broker-metrics", strings.Join(brokerMetrics, ",")},
 			"CONVERGE_API_KEY="+cfg.APIKey, "CONVERGE_ADMIN_KEY="+cfg.AdminKey)
 		gateways = append(gateways, "http://"+addr)
 	}

@@ -52,6 +52,10 @@ type Config struct {
 	AdminKey  string
 	Orders    Upstream // serves /api/v1/orders and /api/v1/orders/..., and /api/v1/admin/...
 	Inventory Upstream // serves /api/v1/inventory and /api/v1/inventory/...
+	// UI, if set, serves the live page (package ui) at /ui/. The gateway
+	// checks the keys for it: the API key for its state (/ui/api/), the
+	// admin key for its stop and start buttons (/ui/api/control).
+	UI http.Handler
 }
 
 // Gateway is an http.Handler for the whole public API. Without Run, nothing
@@ -96,7 +100,7 @@ func New(cfg Config, log *slog.Logger) (*Gateway, error) {
 		pools:     []*lb.Pool{orders, inventory},
 		names:     []string{cfg.Orders.Name, cfg.Inventory.Name},
 	}
-	g.handler = g.routes(g.proxy(orders, cfg.Orders), g.proxy(inventory, cfg.Inventory))
+	g.handler = g.routes(g.proxy(orders, cfg.Orders), g.proxy(inventory, cfg.Inventory), cfg.UI)
 	return g, nil
 }
 

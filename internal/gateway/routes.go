@@ -12,7 +12,10 @@ import (
 // The admin API (dead letters) needs a broker connection, which the
 // services have and the gateway does not: both services serve it, and the
 // gateway sends it to the order service's instances, behind its own key.
-func (g *Gateway) routes(orders, inventory http.Handler) http.Handler {
+//
+// The live page (/ui/), when there is one, is served beside the API, so
+// that its calls of the API are of its own origin.
+func (g *Gateway) routes(orders, inventory, ui http.Handler) http.Handler {
 	toOrders := g.requireKey(limitBody(orders))
 	toInventory := g.requireKey(limitBody(inventory))
 
@@ -24,6 +27,11 @@ func (g *Gateway) routes(orders, inventory http.Handler) http.Handler {
 	mux.Handle("/api/v1/inventory", toInventory)
 	mux.Handle("/api/v1/inventory/", toInventory)
 	mux.Handle("/api/v1/admin/", g.requireAdminKey(limitBody(orders)))
+	if ui != nil {
+		mux.Handle("/ui/", ui) // the page itself: nothing secret
+		mux.Handle("/ui/api/", g.requireKey(ui))
+		mux.Handle("/ui/api/control", g.requireAdminKey(ui))
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		web.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})

@@ -15,6 +15,7 @@ import (
 	"github.com/convergehq/converge/internal/lb"
 	"github.com/convergehq/converge/internal/metrics"
 	"github.com/convergehq/converge/internal/telemetry"
+	"github.com/convergehq/converge/internal/ui"
 )
 
 // Timeouts a gateway applies per upstream. Orders allow for ?wait=30s.
@@ -32,6 +33,15 @@ type GatewayConfig struct {
 	InventoryURLs string // comma-separated base URLs of the inventory service's instances
 	AccessLog     bool   // log a line per HTTP request at info
 	Tracing       telemetry.Tracing
+
+	// The live page at /ui/ shows what the gateway knows: itself, the
+	// service instances it forwards to, and the broker nodes whose
+	// metrics endpoints UIBrokers lists (comma-separated base URLs).
+	UIBrokers string
+	// UIComponents, if set, lists the parts the page shows instead (dev
+	// knows every part), and UIControl, if set, stops and starts them.
+	UIComponents func() []ui.Component
+	UIControl    ui.Control
 }
 
 // Register adds the role's flags to fs, with their defaults.
@@ -41,6 +51,7 @@ func (c *GatewayConfig) Register(fs *flag.FlagSet) {
 	fs.StringVar(&c.AdminKey, "admin-key", "", "admin key operators send as 'Authorization: Bearer <key>' for /api/v1/admin/ (dead letters); empty turns the admin API off (never logged)")
 	fs.StringVar(&c.OrderURLs, "order-url", "http://127.0.0.1:8081", "comma-separated base URLs of the order service's instances")
 	fs.StringVar(&c.InventoryURLs, "inventory-url", "http://127.0.0.1:8082", "comma-separated base URLs of the inventory service's instances")
+	fs.StringVar(&c.UIBrokers, "ui-broker-metrics", "", "comma-separated base URLs of the broker nodes' /metrics and /readyz (their --metrics-addr), for the live page at /ui/")
 	registerAccessLog(fs, &c.AccessLog)
 }
 
@@ -58,8 +69,31 @@ func (c GatewayConfig) Validate() error {
 	if _, err := parseURLs("order-url", c.OrderURLs); err != nil {
 		return err
 	}
-	_, err := parseURLs("inventory-url", c.InventoryURLs)
-	return err
+	if _, err := parseURLs("inventory-url", c.InventoryURLs); err != nil {
+		return err
+	}
+	if c.UIBrokers != "" {
+		if _, err := parseURLs("ui-broker-metrics", c.UIBrokers); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// uiComponents lists what a gateway at self knows of the system, for the
+// live page.
+func (c GatewayConfig) uiComponents(self string) []ui.Component {
+	parts := []ui.Component{{Name: "gateway", Role: "gateway", URL: self}}
+	for _, l := range []struct{ role, urls string }{{"order", c.OrderURLs}, {"inventory", c.InventoryURLs}, {"broker", c.UIBrokers}} {
+		if l.urls == "" {
+			continue
+		}
+		urls, _ := parseURLs("", l.urls) // checked by Validate
+		for i, u := range urls {
+			parts = append(parts, ui.Component{Name: fmt.Sprintf("%s-%d", l.role, i+1), Role: l.role, URL: strings.TrimSuffix(u.String(), "/")})
+		}
+	}
+	return parts
 }
 
 // parseURLs parses a comma-separated list of absolute http(s) URLs.
@@ -101,18 +135,28 @@ func StartGateway(ctx context.Context, cfg GatewayConfig, log *slog.Logger) (*Ed
 	log = telemetry.Logger(log)
 	orders, _ := parseURLs("order-url", cfg.OrderURLs) // checked by Validate
 	inv, _ := parseURLs("inventory-url", cfg.InventoryURLs)
+	srv, err := listen(cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	parts := cfg.UIComponents
+	if parts == nil {
+		known := cfg.uiComponents("http://" + srv.Addr())
+		parts = func() []ui.Component { return known }
+	}
+	page, err := ui.New(ui.Config{Components: parts, Control: cfg.UIControl}, log.With("part", "ui"))
+	if err != nil {
+		return nil, errors.Join(err, srv.shutdown(ctx))
+	}
 	gw, err := gateway.New(gateway.Config{
 		APIKey:    cfg.APIKey,
 		AdminKey:  cfg.AdminKey,
 		Orders:    gateway.Upstream{Name: "order", URLs: orders, Timeout: orderTimeout},
 		Inventory: gateway.Upstream{Name: "inventory", URLs: inv, Timeout: inventoryTimeout},
+		UI:        page,
 	}, log)
 	if err != nil {
-		return nil, err
-	}
-	srv, err := listen(cfg.Addr)
-	if err != nil {
-		return nil, fmt.Errorf("gateway: %w", err)
+		return nil, errors.Join(err, srv.shutdown(ctx))
 	}
 	// The checks outlive ctx's cancellation until Shutdown, like the
 	// server they feed.

@@ -15,6 +15,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -153,10 +154,20 @@ type System struct {
 	brokerPort int // the port it got first, kept across restarts
 	brokerHTTP *role.BrokerEndpoint
 
-	order     *role.Service
+	// ctl serialises the live page's stops and starts, and Shutdown; mu
+	// guards what they change and what the page reads while the system
+	// starts: the gateways, the services and the URLs set after the
+	// gateways serve.
+	ctl       sync.Mutex
+	mu        sync.Mutex
+	stopped   bool
+	order     *role.Service // nil while stopped from the page
 	inventory *role.Service
-	gateways  []*role.Edge
+	gateways  []*role.Edge // an entry is nil while stopped from the page
 	lb        *role.Edge
+	ordCfg    role.OrderConfig
+	invCfg    role.InventoryConfig
+	gwCfg     role.GatewayConfig
 
 	failed   chan error // a role that stopped on its own
 	stop     chan struct{}
@@ -233,29 +244,40 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *System, err er
 	}
 	s.watch(s.order)
 	s.OrderURL, s.OrderDB = s.order.URL(), ordCfg.DB
+	// A restart from the live page comes back on the same address.
+	s.invCfg, s.ordCfg = invCfg, ordCfg
+	s.invCfg.Addr, s.ordCfg.Addr = hostPort(s.InventoryURL), hostPort(s.OrderURL)
 
+	s.gwCfg = role.GatewayConfig{
+		Addr:          "127.0.0.1:0",
+		APIKey:        s.APIKey,
+		AdminKey:      s.AdminKey,
+		OrderURLs:     s.OrderURL,
+		InventoryURLs: s.InventoryURL,
+		AccessLog:     cfg.AccessLog,
+		Tracing:       cfg.Tracing,
+		UIComponents:  s.parts,
+		UIControl:     s,
+	}
 	for i := range cfg.Gateways {
-		gw, err := role.StartGateway(ctx, role.GatewayConfig{
-			Addr:          "127.0.0.1:0",
-			APIKey:        s.APIKey,
-			AdminKey:      s.AdminKey,
-			OrderURLs:     s.OrderURL,
-			InventoryURLs: s.InventoryURL,
-			AccessLog:     cfg.AccessLog,
-			Tracing:       cfg.Tracing,
-		}, log.With("role", "gateway", "instance", i+1))
+		gw, err := role.StartGateway(ctx, s.gwCfg, log.With("role", "gateway", "instance", i+1))
 		if err != nil {
 			return nil, fmt.Errorf("gateway %d: %w", i+1, err)
 		}
-		s.gateways = append(s.gateways, gw)
 		s.watch(gw)
+		s.mu.Lock()
+		s.gateways = append(s.gateways, gw)
 		s.GatewayURLs = append(s.GatewayURLs, gw.URL())
+		s.mu.Unlock()
 	}
-	if s.lb, err = role.StartLB(ctx, role.LBConfig{Addr: lbAddr, Gateways: strings.Join(s.GatewayURLs, ","), Policy: cfg.LBPolicy, AccessLog: cfg.AccessLog, Tracing: cfg.Tracing}, log.With("role", "lb")); err != nil {
+	lb, err := role.StartLB(ctx, role.LBConfig{Addr: lbAddr, Gateways: strings.Join(s.GatewayURLs, ","), Policy: cfg.LBPolicy, AccessLog: cfg.AccessLog, Tracing: cfg.Tracing}, log.With("role", "lb"))
+	if err != nil {
 		return nil, err
 	}
-	s.watch(s.lb)
-	s.LBURL = s.lb.URL()
+	s.watch(lb)
+	s.mu.Lock()
+	s.lb, s.LBURL = lb, lb.URL()
+	s.mu.Unlock()
 	return s, nil
 }
 
@@ -283,24 +305,33 @@ func (s *System) Failed() <-chan error { return s.failed }
 // requests, finishes the batch it is consuming, flushes its outbox and
 // closes its database; the broker goes last.
 func (s *System) Shutdown(ctx context.Context) error {
+	s.ctl.Lock() // no stop or start from the page from now on
+	s.mu.Lock()
+	s.stopped = true
+	services := []*role.Service{s.order, s.inventory}
+	gateways, lb := slices.Clone(s.gateways), s.lb
+	s.mu.Unlock()
+	s.ctl.Unlock()
 	// Long polls would hold every drain below for up to 30 s: answer them now.
-	for _, r := range []*role.Service{s.order, s.inventory} {
+	for _, r := range services {
 		if r != nil {
 			r.Drain()
 		}
 	}
 	var errs []error
-	if s.lb != nil {
-		errs = append(errs, s.lb.Shutdown(ctx))
+	if lb != nil {
+		errs = append(errs, lb.Shutdown(ctx))
 	}
-	for _, gw := range s.gateways {
-		errs = append(errs, gw.Shutdown(ctx))
+	for _, gw := range gateways {
+		if gw != nil {
+			errs = append(errs, gw.Shutdown(ctx))
+		}
 	}
 	var (
 		wg sync.WaitGroup
 		mu sync.Mutex
 	)
-	for _, r := range []*role.Service{s.order, s.inventory} {
+	for _, r := range services {
 		if r != nil {
 			wg.Go(func() {
 				err := r.Shutdown(ctx)
@@ -367,11 +398,23 @@ func (s *System) StopBroker() {
 
 // KillGateway closes gateway instance i at once, dropping its connections,
 // as a crash would. Fault tests use it.
-func (s *System) KillGateway(i int) error { return s.gateways[i].Kill() }
+func (s *System) KillGateway(i int) error {
+	s.mu.Lock()
+	gw := s.gateways[i]
+	s.mu.Unlock()
+	if gw == nil {
+		return nil // stopped from the page
+	}
+	return gw.Kill()
+}
 
 // InRotation lists the gateways the load balancer sends requests to now;
 // fault tests use it to see a dead instance leave rotation.
-func (s *System) InRotation() []string { return s.lb.Healthy() }
+func (s *System) InRotation() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lb.Healthy()
+}
 
 // OpenDatabases opens the two services' databases, for the checker.
 func (s *System) OpenDatabases(ctx context.Context) (orders, inventory *store.DB, err error) {
