@@ -5,8 +5,9 @@
 #   - embedded: `converge dev` (SQLite, in-process caches, embedded broker);
 #   - embedded-traced: the same with OpenTelemetry on, every order traced
 #     and exported over OTLP/HTTP to a sink that drops the spans;
-#   - nats bench: async and synchronous durable publishes into an R3 stream
-#     of the cluster's own 3 brokers (fsync always), before its load;
+#   - nats bench: durable publishes into an R3 stream of the cluster's own 3
+#     brokers (fsync always), before its load: one by one (sync), async
+#     with 256 in flight, and atomic batches of 64;
 #   - cluster: `converge dev --topology cluster` (3 brokers R3, 2 order and
 #     2 inventory instances on PostgreSQL and Redis, 2 gateways, the load
 #     balancer), then `converge check` on its databases;
@@ -129,11 +130,20 @@ for round in $(seq "$ROUNDS"); do
     --cache "$REDIS" >"$work/c$round.log" 2>&1 &
   pid=$!; pids+=("$pid")
   ready http://127.0.0.1:18081
+  for _ in $(seq 100); do # the banner follows the load balancer's start
+    grep -q ' stream ls' "$work/c$round.log" && break
+    sleep 0.1
+  done
   read -r server user password < <(sed -n 's/.*nats --server \([^ ]*\) --user \([^ ]*\) --password \([^ ]*\) stream ls.*/\1 \2 \3/p' "$work/c$round.log")
-  for mode in async sync; do
-    batch=(); [ "$mode" = async ] && batch=(--batch 256)
+  for mode in sync async atomic; do
+    case $mode in
+      sync) flags=(--dedup --msgs "$((NATS_MSGS / 10))") ;; # one at a time: a tenth is plenty
+      async) flags=(--dedup --batch 256 --msgs "$NATS_MSGS") ;;
+      atomic) flags=(--batch 64 --msgs "$NATS_MSGS") ;;
+    esac
     "$nats" --server "$server" --user "$user" --password "$password" bench js pub "$mode" "bench.$mode" \
-      --msgs "$NATS_MSGS" --size 300 --replicas 3 --storage file --purge --dedup "${batch[@]}" --no-progress >"$work/nats-$mode-$round.txt" 2>&1
+      --size 300 --replicas 3 --storage file --create --purge "${flags[@]}" --no-progress >"$work/nats-$mode-$round.txt" 2>&1 ||
+      { cat "$work/nats-$mode-$round.txt"; exit 1; }
     rate=$(grep -m1 -o '[0-9,]* msgs/sec' "$work/nats-$mode-$round.txt" | tr -d ',' | cut -d' ' -f1)
     printf 'nats-R3-%s\t%s\n' "$mode" "$rate" >>"$figures"
     "$nats" --server "$server" --user "$user" --password "$password" stream rm -f benchstream >/dev/null 2>&1 || true
@@ -147,14 +157,14 @@ for round in $(seq "$ROUNDS"); do
   rate=$(pgbench -n -c "$CONCURRENCY" -j 2 -T 15 -f "$work/order.sql" "$PG/converge_bench_orders" |
     sed -n 's/^tps = \([0-9.]*\).*/\1/p' | cut -d. -f1)
   printf 'pgbench-order-tx\t%s\n' "$rate" >>"$figures"
-  column -t "$figures" | tail -n 6
+  column -t "$figures" | tail -n 7
 done
 
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 echo
 echo "== medians of $ROUNDS rounds ($ORDERS orders, $CONCURRENCY clients)"
 printf '%-18s %12s %12s %12s\n' what "per second" "p50 ms" "p99 ms"
-for what in embedded embedded-traced cluster pgbench-order-tx nats-R3-async nats-R3-sync; do
+for what in embedded embedded-traced cluster pgbench-order-tx nats-R3-sync nats-R3-async nats-R3-atomic; do
   rows=$(awk -F'\t' -v w="$what" '$1 == w' "$figures")
   printf '%-18s %12s %12s %12s\n' "$what" \
     "$(cut -f2 <<<"$rows" | median)" "$(cut -f3 <<<"$rows" | median)" "$(cut -f4 <<<"$rows" | median)"

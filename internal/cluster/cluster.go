@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	mathrand "math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -334,7 +335,7 @@ func (c *Cluster) startTier(ctx context.Context, roleName string, up func(ctx co
 			}
 			select {
 			case <-p.exitedChan():
-				return fmt.Errorf("%s exited while starting; see %s", p.Name, p.Log)
+				return fmt.Errorf("%s exited while starting (%s); see %s", p.Name, lastLine(p.Log), p.Log)
 			case <-ctx.Done():
 				return fmt.Errorf("%s did not come up on %s (%v); see %s", p.Name, p.Addr, err, p.Log)
 			case <-time.After(100 * time.Millisecond):
@@ -608,7 +609,11 @@ func checkFree(addr string) error {
 	return ln.Close()
 }
 
-// freePorts asks the kernel for n free ports on loopback.
+// freePorts finds n free ports on loopback for the processes to listen on.
+// They are drawn below the kernel's ephemeral range: a port the kernel
+// hands out (":0") is also one it gives outgoing connections, and in the
+// seconds between finding it and the process binding it, a connection to
+// PostgreSQL or NATS could take it ("address already in use").
 func freePorts(n int) ([]int, error) {
 	var lns []net.Listener
 	defer func() {
@@ -616,16 +621,55 @@ func freePorts(n int) ([]int, error) {
 			ln.Close()
 		}
 	}()
+	low, high := listenRange()
 	var ports []int
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+	for tries := 0; len(ports) < n; tries++ {
+		if tries == 1000 {
+			return nil, fmt.Errorf("find a free port: none of 1000 tries in %d-%d was free", low, high)
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(low+mathrand.IntN(high-low)))
 		if err != nil {
-			return nil, fmt.Errorf("find a free port: %w", err)
+			continue // taken
 		}
 		lns = append(lns, ln)
 		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
 	}
 	return ports, nil
+}
+
+// lastLine is the last line of a process's log: the error it exited with.
+func lastLine(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	return lines[len(lines)-1]
+}
+
+// FreeAddr is a free loopback address drawn as freePorts draws them, for a
+// cluster's load balancer when the caller has none in mind (tests).
+func FreeAddr() (string, error) {
+	ports, err := freePorts(1)
+	if err != nil {
+		return "", err
+	}
+	return "127.0.0.1:" + strconv.Itoa(ports[0]), nil
+}
+
+// listenRange is the range freePorts draws from: the 10,000 ports below the
+// ephemeral range of Linux (/proc/sys/net/ipv4/ip_local_port_range,
+// 32768-60999 by default).
+func listenRange() (low, high int) {
+	high = 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if v, err := strconv.Atoi(f[0]); err == nil && v > 11024 {
+				high = v
+			}
+		}
+	}
+	return high - 10000, high
 }
 
 func tcpUp(ctx context.Context, addr string) error {

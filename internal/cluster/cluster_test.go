@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -61,12 +60,10 @@ func startCluster(t *testing.T, extra ...string) *env {
 		invDB:   storetest.URL(t, store.Postgres, "inventory"),
 		http:    &http.Client{Timeout: 40 * time.Second},
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := cluster.FreeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := ln.Addr().String()
-	ln.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	e.c, err = cluster.Start(ctx, cluster.Config{

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -22,6 +21,7 @@ import (
 	"github.com/convergehq/converge/internal/cache/rediscache/redistest"
 	"github.com/convergehq/converge/internal/cluster"
 	"github.com/convergehq/converge/internal/cluster/clustertest"
+	"github.com/convergehq/converge/internal/metrics/metricstest"
 	"github.com/convergehq/converge/internal/store"
 	"github.com/convergehq/converge/internal/store/storetest"
 	"github.com/convergehq/converge/internal/system"
@@ -264,12 +264,10 @@ func startCluster(t testing.TB, dir string, r retry) (*clustered, error) {
 	clusterData.Unlock()
 	bin := clustertest.Binary(t)
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := cluster.FreeAddr()
 	if err != nil {
 		return nil, err
 	}
-	addr := ln.Addr().String()
-	ln.Close()
 	var env []string
 	if r.maxDeliver > 0 {
 		backoff := make([]string, len(r.backoff))
@@ -379,9 +377,42 @@ func (d *clustered) InRotation() ([]string, error) {
 func (d *clustered) StopBroker() error { return d.each(d.brokers, d.stopProcess) }
 
 // StartBroker starts every broker node that is stopped, and every order
-// instance PublishAhead held back.
+// instance PublishAhead held back. It returns once every gateway has every
+// order instance in rotation again, as the embedded system leaves them
+// (its order service never stops).
 func (d *clustered) StartBroker() error {
-	return errors.Join(d.each(d.brokers, d.restart), d.each(d.orders, d.restart))
+	if err := errors.Join(d.each(d.brokers, d.restart), d.each(d.orders, d.restart)); err != nil {
+		return err
+	}
+	return d.awaitOrdersInRotation(time.Minute)
+}
+
+// awaitOrdersInRotation waits until each gateway counts every order
+// instance up, reading the gateways' backend_up gauges.
+func (d *clustered) awaitOrdersInRotation(limit time.Duration) error {
+	end := time.Now().Add(limit)
+	for {
+		var short []string
+		for _, gw := range d.gateways {
+			f, err := metricstest.TryScrape(d.c.Process(gw).Metrics)
+			if up := f.Sum("converge_backend_up", "pool", "order"); err != nil || up != float64(len(d.orders)) {
+				short = append(short, fmt.Sprintf("%s: %v of %d up (%v)", gw, up, len(d.orders), err))
+			}
+		}
+		if len(short) == 0 {
+			return nil
+		}
+		if time.Now().After(end) {
+			var exited []string
+			for _, name := range d.orders {
+				if !d.c.Process(name).Running() {
+					exited = append(exited, name)
+				}
+			}
+			return fmt.Errorf("order instances not back in rotation after %s: %s; not running: %v", limit, strings.Join(short, "; "), exited)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 func (d *clustered) stopProcess(name string) error {
@@ -460,11 +491,13 @@ func (d *clustered) PublishAhead(t testing.TB, m broker.Message) {
 	}
 }
 
-// warnings keeps the lines of a log at WARN and ERROR.
+// warnings keeps the lines of a log at WARN and ERROR, and the lines a
+// process prints outside its logger (the error it exits with).
 func warnings(b []byte) string {
 	var out []string
 	for _, line := range strings.Split(string(b), "\n") {
-		if strings.Contains(line, "level=WARN") || strings.Contains(line, "level=ERROR") {
+		if strings.Contains(line, "level=WARN") || strings.Contains(line, "level=ERROR") ||
+			(line != "" && !strings.HasPrefix(line, "time=")) {
 			out = append(out, line)
 		}
 	}
