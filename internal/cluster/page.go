@@ -75,14 +75,14 @@ func (c *Cluster) servePage(ln net.Listener) error {
 	mux.Handle("/api/", api) // the load balancer's gateways check the keys
 	mux.Handle("GET /{$}", http.RedirectHandler("/ui/", http.StatusFound))
 
-	c.page = &pageServer{
+	ps := &pageServer{
 		srv:  &http.Server{Handler: web.Handler(mux), ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 2 * time.Minute},
 		done: make(chan struct{}),
 	}
-	c.UIURL = "http://" + ln.Addr().String()
+	c.page, c.UIURL = ps, "http://"+ln.Addr().String()
 	go func() {
-		defer close(c.page.done)
-		if err := c.page.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		defer close(ps.done)
+		if err := ps.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			select {
 			case c.failed <- fmt.Errorf("the live page's server stopped: %w", err):
 			default:
