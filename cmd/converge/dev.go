@@ -43,6 +43,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	fs.Lookup("nats").Usage = "broker: embedded, or comma-separated NATS URLs of your own (nats://host:4222,...)"
 	topology := fs.String("topology", "embedded", "embedded (one process) or cluster (a process per instance: 3 brokers, 2 of each service, 2 gateways, the load balancer)")
 	restart := fs.Bool("restart-crashed", false, "cluster: start a process again when it dies unexpectedly")
+	uiAddr := fs.String("ui-addr", "127.0.0.1:8079", "cluster: where dev serves the live page of every process, with its stop and start buttons (empty: not served; embedded serves it on the load balancer's /ui/)")
 	reset := fs.Bool("reset", false, "first remove everything in the data directory (orders, stock, broker store, API key), then start afresh; embedded topology with SQLite only")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := parseFlags(fs, args, getenv, stdout); err != nil {
@@ -59,7 +60,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 			return usageError{"dev: --reset works with the embedded topology only; the cluster keeps its orders in PostgreSQL"}
 		}
 		// Every process reads the OTEL_* variables itself.
-		return runCluster(ctx, cfg, *restart, log, stdout)
+		return runCluster(ctx, cfg, clusterOptions{restart: *restart, uiAddr: *uiAddr}, log, stdout)
 	default:
 		return usageError{fmt.Sprintf("dev: --topology must be embedded or cluster, got %q", *topology)}
 	}
@@ -128,17 +129,23 @@ Ctrl-C stops it; a second run resumes where this one stopped.
 	return nil
 }
 
+// clusterOptions are dev's flags that only the cluster topology takes.
+type clusterOptions struct {
+	restart bool   // --restart-crashed
+	uiAddr  string // --ui-addr
+}
+
 // runCluster runs the production topology on this machine, one process
 // per instance, until Ctrl-C.
-func runCluster(ctx context.Context, cfg system.Config, restart bool, log *slog.Logger, stdout io.Writer) error {
+func runCluster(ctx context.Context, cfg system.Config, opts clusterOptions, log *slog.Logger, stdout io.Writer) error {
 	bin, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("dev: the converge binary: %w", err)
 	}
 	ccfg := cluster.Config{
-		Binary: bin, DataDir: cfg.DataDir, Addr: cfg.Addr, APIKey: cfg.APIKey, AdminKey: cfg.AdminKey,
+		Binary: bin, DataDir: cfg.DataDir, Addr: cfg.Addr, UIAddr: opts.uiAddr, APIKey: cfg.APIKey, AdminKey: cfg.AdminKey,
 		OrderDB: cfg.OrderDB, InventoryDB: cfg.InventoryDB, Cache: cfg.Cache, CachePrefix: cfg.CachePrefix,
-		Seed: cfg.Seed, BrokerSync: cfg.BrokerSync, RestartCrashed: restart, Gateways: cfg.Gateways,
+		Seed: cfg.Seed, BrokerSync: cfg.BrokerSync, RestartCrashed: opts.restart, Gateways: cfg.Gateways,
 	}
 	if !cfg.AccessLog {
 		ccfg.Env = append(ccfg.Env, "CONVERGE_ACCESS_LOG=false")
@@ -174,16 +181,21 @@ func runCluster(ctx context.Context, cfg system.Config, restart bool, log *slog.
 	}
 	tw.Flush()
 	first, _, _ := strings.Cut(c.NATSURL, ",")
+	keys := "#key=" + url.QueryEscape(ccfg.APIKey) + "&admin=" + url.QueryEscape(ccfg.AdminKey)
+	page := c.LBURL + "/ui/" + keys + "   (a gateway's: what it knows, no stop and start buttons; --ui-addr serves the whole cluster's)"
+	if c.UIURL != "" {
+		page = c.UIURL + "/ui/" + keys + "   (every process, with stop and start buttons)"
+	}
 	fmt.Fprintf(stdout, `
   load balancer   %s
   API key         %s
   admin key       %s   (dead letters: converge dlq ls)
-  live page       %s/ui/#key=%s&admin=%s   (served by the gateways: no stop and start buttons)
+  live page       %s
   streams         nats --server %s --user %s --password %s stream ls
   check           converge check --order-db '%s' --inventory-db '%s'
 
-Ctrl-C stops every process: the load balancer first, the brokers last.
-`, c.LBURL, ccfg.APIKey, ccfg.AdminKey, c.LBURL, url.QueryEscape(ccfg.APIKey), url.QueryEscape(ccfg.AdminKey), first, c.NATSUser, c.NATSPassword, store.Redact(cfg.OrderDB), store.Redact(cfg.InventoryDB))
+Ctrl-C stops every process: the live page first, then the load balancer, the brokers last.
+`, c.LBURL, ccfg.APIKey, ccfg.AdminKey, page, first, c.NATSUser, c.NATSPassword, store.Redact(cfg.OrderDB), store.Redact(cfg.InventoryDB))
 	for {
 		select {
 		case <-ctx.Done():
@@ -196,7 +208,7 @@ Ctrl-C stops every process: the load balancer first, the brokers last.
 			fmt.Fprintln(stdout, "converge stopped")
 			return nil
 		case err := <-c.Failed():
-			if restart {
+			if opts.restart {
 				log.Error("a process died; restarting it", "err", err)
 			} else {
 				log.Error("a process died; the others go on (--restart-crashed starts it again)", "err", err)

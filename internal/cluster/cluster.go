@@ -43,6 +43,9 @@ type Config struct {
 	Seed           bool
 	BrokerSync     bool
 	RestartCrashed bool // start a process again when it dies unexpectedly
+	// UIAddr, if set, is where this process serves the live page of the
+	// whole cluster, with its stop and start buttons (see page.go).
+	UIAddr string
 	// Env is added to the environment of every process (after this
 	// process's own, so it wins): OTEL_* variables, CONVERGE_ACCESS_LOG.
 	Env []string
@@ -122,8 +125,12 @@ type Cluster struct {
 	// are the services' credentials.
 	NATSURL, NATSUser, NATSPassword string
 	LBURL                           string
+	// UIURL is the base URL of the live page this process serves
+	// (/ui/), when Config.UIAddr is set.
+	UIURL string
 
 	procs  []*Process // in start order
+	page   *pageServer
 	failed chan error
 	done   chan struct{}
 
@@ -154,6 +161,19 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Cluster, err e
 	// balancer's, the one a user gives, is checked first.
 	if err := checkFree(cfg.Addr); err != nil {
 		return nil, err
+	}
+	// The page's address is held from now on: a port taken fails the
+	// start before any process does.
+	var pageLn net.Listener
+	if cfg.UIAddr != "" {
+		if pageLn, err = net.Listen("tcp", cfg.UIAddr); err != nil {
+			return nil, fmt.Errorf("live page: listen on %s: %w", cfg.UIAddr, err)
+		}
+		defer func() {
+			if err != nil {
+				pageLn.Close()
+			}
+		}()
 	}
 	if c.lock, err = role.LockDataDir(cfg.DataDir); err != nil {
 		return nil, err
@@ -267,6 +287,11 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Cluster, err e
 		return nil, err
 	}
 	c.LBURL = "http://" + cfg.Addr
+	if pageLn != nil {
+		if err := c.servePage(pageLn); err != nil {
+			return nil, err
+		}
+	}
 	return c, nil
 }
 
@@ -538,22 +563,27 @@ func await(ctx context.Context, p *Process) error {
 // its outbox (5 s at most) within it.
 const stopGrace = 20 * time.Second
 
-// Shutdown stops the processes in the reverse order of start, the load
-// balancer first and the brokers last, and reports any that did not exit
-// cleanly in time.
+// Shutdown stops the live page's server, then the processes in the
+// reverse order of start, the load balancer first and the brokers last,
+// and reports any that did not exit cleanly in time.
 func (c *Cluster) Shutdown(ctx context.Context) error {
 	c.mu.Lock()
+	page := c.page
 	if !c.stopping {
 		c.stopping = true
 		close(c.done)
+		c.page = nil
 	}
 	c.mu.Unlock()
+	var errs []error
+	if page != nil {
+		errs = append(errs, page.shutdown(ctx))
+	}
 	// Every process but the brokers is asked to stop at once, in reverse
 	// order of start (the load balancer first), and then awaited: a
 	// service answers its held ?wait= requests as it stops, which lets the
 	// balancer and gateways in front of it finish draining. The brokers
 	// stop last, once nothing publishes any more.
-	var errs []error
 	stopAll := func(procs []*Process) {
 		var asked []*Process
 		for i := len(procs) - 1; i >= 0; i-- {

@@ -10,8 +10,6 @@ package gateway
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"io"
@@ -20,7 +18,6 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
-	"strings"
 	"sync"
 	"time"
 
@@ -62,22 +59,18 @@ type Config struct {
 // brings back a service instance that a refused connection took out of
 // rotation.
 type Gateway struct {
-	handler   http.Handler
-	keyHash   [sha256.Size]byte
-	adminHash [sha256.Size]byte // of AdminKey; zero when the admin API is off
-	admin     bool
-	log       *slog.Logger
-	pools     []*lb.Pool // one per upstream, for Run
-	names     []string   // the upstream of each pool
+	handler http.Handler
+	keys    Keys
+	log     *slog.Logger
+	pools   []*lb.Pool // one per upstream, for Run
+	names   []string   // the upstream of each pool
 }
 
 // New checks cfg and builds a Gateway. A nil log discards log records.
 func New(cfg Config, log *slog.Logger) (*Gateway, error) {
-	if cfg.APIKey == "" {
-		return nil, errors.New("gateway: API key is empty")
-	}
-	if cfg.AdminKey != "" && cfg.AdminKey == cfg.APIKey {
-		return nil, errors.New("gateway: the admin key must differ from the API key")
+	keys, err := NewKeys(cfg.APIKey, cfg.AdminKey)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -91,14 +84,10 @@ func New(cfg Config, log *slog.Logger) (*Gateway, error) {
 		return nil, err
 	}
 	g := &Gateway{
-		// Comparing digests keeps the comparison constant-time even when
-		// the lengths differ, so a caller cannot probe the key's length.
-		keyHash:   sha256.Sum256([]byte(cfg.APIKey)),
-		adminHash: sha256.Sum256([]byte(cfg.AdminKey)),
-		admin:     cfg.AdminKey != "",
-		log:       log,
-		pools:     []*lb.Pool{orders, inventory},
-		names:     []string{cfg.Orders.Name, cfg.Inventory.Name},
+		keys:  keys,
+		log:   log,
+		pools: []*lb.Pool{orders, inventory},
+		names: []string{cfg.Orders.Name, cfg.Inventory.Name},
 	}
 	g.handler = g.routes(g.proxy(orders, cfg.Orders), g.proxy(inventory, cfg.Inventory), cfg.UI)
 	return g, nil
@@ -153,55 +142,6 @@ func (u Upstream) pool(field string, log *slog.Logger) (*lb.Pool, error) {
 		return nil, fmt.Errorf("gateway: %s upstream: %w", field, err)
 	}
 	return p, nil
-}
-
-// requireKey lets a request through only with the gateway's bearer key, and
-// it is the last to see the key: the proxy drops it so services never do.
-func (g *Gateway) requireKey(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !g.authorized(r.Header.Get("Authorization")) {
-			w.Header().Set("WWW-Authenticate", "Bearer")
-			web.WriteProblem(w, http.StatusUnauthorized, "missing or invalid bearer token")
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
-}
-
-// requireAdminKey lets a request through only with the admin key. The API
-// key is known but not enough here: 403. Anything else is 401.
-func (g *Gateway) requireAdminKey(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		header := r.Header.Get("Authorization")
-		switch {
-		case g.admin && bearerIs(header, g.adminHash):
-			next.ServeHTTP(w, r)
-		case !g.admin:
-			web.WriteProblem(w, http.StatusForbidden, "the admin API is off: this gateway has no admin key (--admin-key)")
-		case g.authorized(header):
-			web.WriteProblem(w, http.StatusForbidden, "the API key does not open the admin API; use the admin key")
-		default:
-			w.Header().Set("WWW-Authenticate", "Bearer")
-			web.WriteProblem(w, http.StatusUnauthorized, "missing or invalid bearer token (the admin key)")
-		}
-	})
-}
-
-func (g *Gateway) authorized(header string) bool { return bearerIs(header, g.keyHash) }
-
-// bearerIs reports whether header is "Bearer <token>" with the token whose
-// digest is want.
-func bearerIs(header string, want [sha256.Size]byte) bool {
-	scheme, token, ok := strings.Cut(header, " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") {
-		return false
-	}
-	token = strings.TrimLeft(token, " ")
-	if token == "" {
-		return false
-	}
-	got := sha256.Sum256([]byte(token))
-	return subtle.ConstantTimeCompare(got[:], want[:]) == 1
 }
 
 // limitBody refuses a declared oversize body before any upstream is

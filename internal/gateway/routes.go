@@ -16,21 +16,19 @@ import (
 // The live page (/ui/), when there is one, is served beside the API, so
 // that its calls of the API are of its own origin.
 func (g *Gateway) routes(orders, inventory, ui http.Handler) http.Handler {
-	toOrders := g.requireKey(limitBody(orders))
-	toInventory := g.requireKey(limitBody(inventory))
+	toOrders := g.keys.RequireKey(limitBody(orders))
+	toInventory := g.keys.RequireKey(limitBody(inventory))
 
 	mux := http.NewServeMux()
 	mux.Handle("/api/v1/orders", toOrders)
 	mux.Handle("/api/v1/orders/", toOrders)
 	// Composed here from both services' records; see timelineHandler.
-	mux.Handle("/api/v1/orders/{id}/timeline", g.requireKey(web.Query(timelineHandler(orders, inventory))))
+	mux.Handle("/api/v1/orders/{id}/timeline", g.keys.RequireKey(web.Query(timelineHandler(orders, inventory))))
 	mux.Handle("/api/v1/inventory", toInventory)
 	mux.Handle("/api/v1/inventory/", toInventory)
-	mux.Handle("/api/v1/admin/", g.requireAdminKey(limitBody(orders)))
+	mux.Handle("/api/v1/admin/", g.keys.RequireAdminKey(limitBody(orders)))
 	if ui != nil {
-		mux.Handle("/ui/", ui) // the page itself: nothing secret
-		mux.Handle("/ui/api/", g.requireKey(ui))
-		mux.Handle("/ui/api/control", g.requireAdminKey(ui))
+		g.keys.HandleUI(mux, ui)
 	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		web.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})

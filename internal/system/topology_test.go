@@ -59,6 +59,11 @@ func clusterTopology(t testing.TB) bool {
 type deployment interface {
 	// URL is the load balancer's base URL.
 	URL() string
+	// PageURL is the base URL of the live page (/ui/) with every part and
+	// the stop and start buttons: the load balancer's in the embedded
+	// topology, the one dev's own process serves (--ui-addr) in the
+	// cluster. Either forwards /api/ to the load balancer.
+	PageURL() string
 	// Gateways lists the gateways' base URLs, in the load balancer's order.
 	Gateways() []string
 	// InRotation lists the gateways the load balancer sends requests to now.
@@ -179,6 +184,7 @@ type embedded struct {
 }
 
 func (e *embedded) URL() string                   { return e.sys.LBURL }
+func (e *embedded) PageURL() string               { return e.sys.LBURL }
 func (e *embedded) Gateways() []string            { return e.sys.GatewayURLs }
 func (e *embedded) InRotation() ([]string, error) { return e.sys.InRotation(), nil }
 func (e *embedded) KillGateway(i int) error       { return e.sys.KillGateway(i) }
@@ -281,7 +287,7 @@ func startCluster(t testing.TB, dir string, r retry) (*clustered, error) {
 	c, err := cluster.Start(ctx, cluster.Config{
 		Binary: bin, DataDir: dir, Addr: addr, APIKey: testKey, AdminKey: testAdminKey,
 		OrderDB: data[0], InventoryDB: data[1], Cache: redisURL, CachePrefix: data[2],
-		BrokerSync: true, Env: env,
+		BrokerSync: true, Env: env, UIAddr: "127.0.0.1:0",
 	}, brokertest.Logger(t))
 	if err != nil {
 		return nil, err
@@ -331,6 +337,7 @@ func (d *clustered) BrokerEndpoints() []string {
 }
 
 func (d *clustered) URL() string                        { return d.c.LBURL }
+func (d *clustered) PageURL() string                    { return d.c.UIURL }
 func (d *clustered) Gateways() []string                 { return d.gwURLs }
 func (d *clustered) Shutdown(ctx context.Context) error { return d.c.Shutdown(ctx) }
 

@@ -66,8 +66,9 @@ var static embed.FS
 
 // Handler serves the page and its endpoints under /ui/.
 //
-// It checks no key: whoever serves it does (the gateway asks for the API
-// key at /ui/api/ and the admin key at /ui/api/control, as for the API).
+// It checks no key: whoever serves it does (gateway.Keys.HandleUI asks
+// for the API key at /ui/api/ and the admin key at /ui/api/control, as for
+// the API), a gateway or, in the cluster topology, dev's own process.
 type Handler struct {
 	cfg    Config
 	client *http.Client

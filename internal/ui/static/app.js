@@ -161,6 +161,9 @@ async function control(action, name) {
   } finally {
     for (const b of document.querySelectorAll(`.controls button[data-component="${name}"]`)) b.disabled = false;
   }
+  // Show what it did now, not at the next poll, which may wait on a part
+  // slow to answer.
+  refresh().catch(() => {});
 }
 
 // stores draws a service's database and cache, from its instances: the
@@ -206,10 +209,21 @@ function draw(state) {
   previous = { at: now, parts: new Map(state.components.map((p) => [p.name, p])) };
 }
 
+// refresh asks for the state and draws it, unless the answer to a later
+// request has been drawn meanwhile (a button's refresh runs beside the poll).
+let asked = 0, drawn = 0;
+async function refresh() {
+  const n = ++asked;
+  const state = await api("/ui/api/state");
+  if (n < drawn) return;
+  drawn = n;
+  draw(state);
+}
+
 async function poll() {
   if (keys.api) {
     try {
-      draw(await api("/ui/api/state"));
+      await refresh();
       say("conn", "live: updated " + new Date().toLocaleTimeString());
     } catch (err) {
       say("conn", "not updating: " + err.message, true);
