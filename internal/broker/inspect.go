@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -18,7 +19,11 @@ type ConsumerState struct {
 
 // ConsumerState asks the server how far the durable consumer of stream has
 // got.
+// A disconnected client answers at once, without waiting for ctx.
 func (c *Conn) ConsumerState(ctx context.Context, stream, durable string) (ConsumerState, error) {
+	if !c.nc.IsConnected() {
+		return ConsumerState{}, fmt.Errorf("consumer %s/%s: %w", stream, durable, nats.ErrDisconnected)
+	}
 	cons, err := c.js.Consumer(ctx, stream, durable)
 	if err != nil {
 		return ConsumerState{}, fmt.Errorf("consumer %s/%s: %w", stream, durable, err)
@@ -33,8 +38,12 @@ func (c *Conn) ConsumerState(ctx context.Context, stream, durable string) (Consu
 }
 
 // SubjectMessages counts the messages stream holds under subject (no
-// wildcards): for one consumer's dead letters, say.
+// wildcards): for one consumer's dead letters, say. A disconnected client
+// answers at once.
 func (c *Conn) SubjectMessages(ctx context.Context, stream, subject string) (uint64, error) {
+	if !c.nc.IsConnected() {
+		return 0, fmt.Errorf("stream %s: %w", stream, nats.ErrDisconnected)
+	}
 	st, err := c.js.Stream(ctx, stream)
 	if err != nil {
 		return 0, fmt.Errorf("stream %s: %w", stream, err)

@@ -87,12 +87,10 @@ type livePage struct {
 	parts    []string // every part but the stores
 	brokers  []string // the broker's nodes
 	orders   []string // the order service's instances
-	// shownWithin bounds how long after a stop the page shows it. The
-	// page answers once every part has (each within 1.5 s); while the
-	// cluster's broker nodes go down one by one, a service's /metrics waits
-	// on JetStream electing leaders and takes all of that, so the cluster
-	// is given 3 s: with 2 s it failed 2 runs in 5 on a busy 2-core machine
-	// under -race, at 2.0 to 2.7 s.
+	// shownWithin bounds how long after a stop the page shows it: 2 s, as
+	// the issue asks. A part's figures get 700 ms of each probe, so a
+	// service's /metrics waiting on JetStream while the broker nodes go
+	// away cannot hold back the brokers' own status.
 	shownWithin time.Duration
 }
 
@@ -101,7 +99,7 @@ func livePageParts(t testing.TB) livePage {
 	if clusterTopology(t) {
 		brokers, orders := []string{"broker-1", "broker-2", "broker-3"}, []string{"order-1", "order-2"}
 		parts := append(append([]string{"lb", "gateway-1", "gateway-2", "inventory-1", "inventory-2"}, orders...), brokers...)
-		return livePage{topology: "cluster", parts: parts, brokers: brokers, orders: orders, shownWithin: 3 * time.Second}
+		return livePage{topology: "cluster", parts: parts, brokers: brokers, orders: orders, shownWithin: 2 * time.Second}
 	}
 	return livePage{topology: "embedded", parts: []string{"lb", "gateway-1", "gateway-2", "order-1", "inventory-1", "broker"},
 		brokers: []string{"broker"}, orders: []string{"order-1"}, shownWithin: 2 * time.Second}

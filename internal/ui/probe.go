@@ -62,6 +62,11 @@ func (h *Handler) probe(ctx context.Context, c Component) Part {
 	)
 	wg.Go(func() { ready = h.ready(ctx, c.URL) })
 	wg.Go(func() {
+		// A service's figures of the broker wait on the broker; while it
+		// is going away they may take long. The page shows them as
+		// unknown rather than let them hold back every part's health.
+		ctx, cancel := context.WithTimeout(ctx, figuresTimeout)
+		defer cancel()
 		mfs, err := h.scrape(ctx, c.URL)
 		if err == nil {
 			figures = read(mfs)

@@ -58,6 +58,11 @@ type Config struct {
 // that has not answered by then is shown down.
 const probeTimeout = 1500 * time.Millisecond
 
+// figuresTimeout bounds the wait for a part's /metrics within a probe:
+// with the page polling every 500 ms, a part that goes down is shown so
+// within about a second and a half.
+const figuresTimeout = 700 * time.Millisecond
+
 // controlTimeout bounds a stop (a service flushes its outbox, 5 s at most).
 const controlTimeout = 30 * time.Second
 
