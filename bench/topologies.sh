@@ -36,7 +36,9 @@ NATS_MSGS=${NATS_MSGS:-20000}
 work=$(mktemp -d /tmp/converge-bench.XXXXXX)
 pids=()
 cleanup() {
-  for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done
+  # TERM, not INT: a background job of a script ignores SIGINT (the
+  # OTLP sink would stay); converge stops on either.
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   wait || true
   if [ -n "${OUT:-}" ]; then
     mkdir -p "$OUT"
