@@ -305,10 +305,20 @@ func startCluster(t testing.TB, dir string, r retry) (*clustered, error) {
 		}
 	}
 	t.Cleanup(func() {
-		if t.Failed() {
-			for _, p := range c.Processes() {
-				if b, err := os.ReadFile(p.Log); err == nil {
-					t.Logf("=== %s log (warnings and errors, last 4000 bytes)\n%s", p.Name, lastBytes(warnings(b), 4000))
+		if !t.Failed() {
+			return
+		}
+		keep := os.Getenv("CONVERGE_TEST_KEEP_LOGS") // a directory for every line of every log
+		for _, p := range c.Processes() {
+			b, err := os.ReadFile(p.Log)
+			if err != nil {
+				continue
+			}
+			t.Logf("=== %s log (warnings and errors, last 4000 bytes)\n%s", p.Name, lastBytes(warnings(b), 4000))
+			if keep != "" {
+				path := filepath.Join(keep, strings.ReplaceAll(t.Name(), "/", "_")+"-"+p.Name+".log")
+				if err := os.MkdirAll(keep, 0o755); err == nil && os.WriteFile(path, b, 0o644) == nil {
+					t.Logf("kept %s", path)
 				}
 			}
 		}
