@@ -27,10 +27,12 @@ type Limits struct {
 	PublishBatch float64 `json:"publish_batch_msgs_per_s"` // PublishBatch of publishBatch messages
 }
 
-// publishBatch is the batch size of Limits.PublishBatch: the relay's.
+// publishBatch is the batch size of Limits.PublishBatch: the relay's
+// default (outbox.RelayConfig.Batch).
 const publishBatch = 256
 
-// measureLimits measures each limit for d in a fresh directory under dir.
+// measureLimits measures each limit for d, one after the other, each in a
+// fresh file or directory under dir, removed after it.
 func measureLimits(ctx context.Context, dir string, d time.Duration, log *slog.Logger) (Limits, error) {
 	var l Limits
 	var err error
@@ -46,8 +48,8 @@ func measureLimits(ctx context.Context, dir string, d time.Duration, log *slog.L
 	return l, nil
 }
 
-// timed calls step until d has passed or ctx ends and returns how many
-// steps a second it made; each step does n units of work.
+// timed calls step until d has passed or ctx ends; each step does n units
+// of work, and it returns the units done a second.
 func timed(ctx context.Context, d time.Duration, n int, step func(i int) error) (float64, error) {
 	start := time.Now()
 	done := 0
