@@ -24,7 +24,7 @@ func TestBench(t *testing.T) {
 		t.Fatalf("run(%q): %v\nstdout:\n%s\nstderr:\n%s", args, err, stdout.String(), stderr.String())
 	}
 	for _, want := range []string{"bare chain (lb + 2 gateways + 202 stub)", "converge embedded", "ratio converge / bare chain",
-		"disk: 8 KiB append + fsync", "SQLite order transaction", "JetStream publish, one by one", "JetStream publish, batch 256", "order -> final p99"} {
+		"disk: 8 KiB append + fsync", "SQLite order transaction", "JetStream publish, one by one", "JetStream publish, batch 256", "order -> final p99", "every invariant of converge check OK"} {
 		if !strings.Contains(stdout.String(), want) {
 			t.Errorf("output has no line %q:\n%s", want, stdout.String())
 		}

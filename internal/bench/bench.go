@@ -20,6 +20,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/convergehq/converge/internal/check"
 	"github.com/convergehq/converge/internal/load"
 	"github.com/convergehq/converge/internal/role"
 	"github.com/convergehq/converge/internal/system"
@@ -115,8 +116,9 @@ type Result struct {
 
 // Run runs cfg.Rounds rounds. Each runs the bare chain and the real flow
 // (in turn first) under the same load, then measures the limits. A load
-// run that fails (a request failed, an order stayed PENDING) fails the
-// bench: a rate that does not converge is not a figure. The Result holds
+// run that fails (a request failed, an order stayed PENDING), or a real
+// flow after which an invariant of converge check fails, fails the bench:
+// a rate that does not converge correctly is not a figure. The Result holds
 // the rounds done even when the error is not nil.
 func Run(ctx context.Context, cfg Config, log *slog.Logger) (Result, error) {
 	if err := cfg.Validate(); err != nil {
@@ -214,7 +216,8 @@ func runBare(ctx context.Context, cfg Config, log *slog.Logger) (_ Flow, err err
 }
 
 // runReal starts the embedded system on a fresh data directory under dir,
-// with converge dev's durable defaults, and drives it.
+// with converge dev's durable defaults, drives it, and checks the
+// invariants of converge check once it has settled.
 func runReal(ctx context.Context, cfg Config, dir string, log *slog.Logger) (_ Flow, err error) {
 	data, err := os.MkdirTemp(dir, "converge-bench-")
 	if err != nil {
@@ -233,7 +236,51 @@ func runReal(ctx context.Context, cfg Config, dir string, log *slog.Logger) (_ F
 		defer cancel()
 		err = errors.Join(err, s.Shutdown(sctx))
 	}()
-	return drive(ctx, cfg.Load, s.LBURL, s.APIKey)
+	fl, err := drive(ctx, cfg.Load, s.LBURL, s.APIKey)
+	if err != nil {
+		return Flow{}, err
+	}
+	return fl, checkSettles(ctx, s, settleTime)
+}
+
+// settleTime is how long the invariants may take to hold once the load
+// has seen every order final: the relays still mark the last events
+// published.
+const settleTime = 30 * time.Second
+
+// checkSettles runs converge check's invariants over the system's
+// databases until all hold, and fails if one still does not after d: a
+// rate reached by breaking one is not a figure.
+func checkSettles(ctx context.Context, s *system.System, d time.Duration) (err error) {
+	orders, inventory, err := s.OpenDatabases(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, orders.Close(), inventory.Close()) }()
+	deadline := time.Now().Add(d)
+	for {
+		results, err := check.Run(ctx, orders, inventory)
+		if err != nil {
+			return err
+		}
+		var failed []string
+		for _, r := range results {
+			if !r.OK {
+				failed = append(failed, r.Name+" ("+r.Detail+")")
+			}
+		}
+		if len(failed) == 0 {
+			return nil
+		}
+		if !time.Now().Before(deadline) {
+			return fmt.Errorf("converge check: %d invariant(s) still failed %s after the load: %s", len(failed), d, strings.Join(failed, "; "))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
 }
 
 func drive(ctx context.Context, lc load.Config, url, key string) (Flow, error) {
