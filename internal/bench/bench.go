@@ -162,9 +162,14 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (Result, error) {
 		step("round %d/%d: limits (%s each)", i+1, cfg.Rounds, cfg.LimitsTime)
 		var err error
 		if r.Limits, err = measureLimits(ctx, dir, cfg.LimitsTime, log); err != nil {
+			if ctx.Err() != nil {
+				err = context.Cause(ctx)
+			}
 			return res, fmt.Errorf("round %d, limits: %w", i+1, err)
 		}
 		res.Rounds = append(res.Rounds, r)
+		step("round %d/%d: bare chain %.0f, converge %.0f orders/s (%.2f); fsync %.0f/s, SQLite %.0f commits/s, publish %.0f (one by one), %.0f (batch %d) msgs/s",
+			i+1, cfg.Rounds, r.Bare.Rate, r.Real.Rate, r.Ratio, r.Limits.Fsync, r.Limits.SQLiteOrder, r.Limits.PublishOne, r.Limits.PublishBatch, publishBatch)
 	}
 	return res, nil
 }
