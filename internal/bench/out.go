@@ -88,7 +88,8 @@ func (res Result) Print(w io.Writer) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	// Run returns only rounds that passed both.
+	// Run keeps only the rounds whose load runs passed and whose converge
+	// run then held every invariant.
 	_, err := fmt.Fprintln(w, "every load run: 0 errors, 0 PENDING; after every converge run, every invariant of converge check OK")
 	return err
 }
