@@ -36,20 +36,7 @@ func runLoad(ctx context.Context, args []string, getenv func(string) string, std
 	if err := parseFlags(fs, args, getenv, stdout); err != nil {
 		return err
 	}
-	given := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
-	if cfg.Duration > 0 {
-		if !given["orders"] && getenv("CONVERGE_ORDERS") == "" {
-			cfg.Orders = load.MaxOrders
-			if cfg.Rate > 0 {
-				cfg.Orders = max(1, min(load.MaxOrders, int(cfg.Rate*cfg.Duration.Seconds())))
-			}
-		}
-		if !given["timeout"] && getenv("CONVERGE_TIMEOUT") == "" {
-			cfg.Timeout = cfg.Duration + time.Minute
-		}
-	}
-	cfg.Stock = load.DefaultStock(cfg.Orders, cfg.Items, cfg.SKUs)
+	loadDefaults(&cfg, fs, getenv)
 	if stock.set {
 		cfg.Stock = stock.v
 	}
@@ -67,7 +54,7 @@ func runLoad(ctx context.Context, args []string, getenv func(string) string, std
 	}
 
 	fmt.Fprintf(stderr, "load: %s to %s on LOAD-1..LOAD-%d (%d units available each); stops after %s\n",
-		plan(cfg), cfg.URL, cfg.SKUs, cfg.Stock, cfg.Timeout)
+		cfg.Plan(), cfg.URL, cfg.SKUs, cfg.Stock, cfg.Timeout)
 	live := isTerminal(stdout)
 	if live {
 		cfg.OnProgress = func(p load.Progress) {
@@ -96,20 +83,25 @@ func runLoad(ctx context.Context, args []string, getenv func(string) string, std
 	return err
 }
 
-// plan says what a run will place, for the line load starts with.
-func plan(cfg load.Config) string {
-	var s string
-	if cfg.Rate > 0 {
-		s = fmt.Sprintf("%g orders/s (open model)", cfg.Rate)
-	} else {
-		s = fmt.Sprintf("%d workers (closed model)", cfg.Concurrency)
-	}
+// loadDefaults settles what --duration leaves open, unless given: the most
+// orders (rate x duration in the open model, unbounded in the closed one)
+// and the timeout (a minute more than the duration). It then sets the
+// default stock.
+func loadDefaults(cfg *load.Config, fs *flag.FlagSet, getenv func(string) string) {
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
 	if cfg.Duration > 0 {
-		s += fmt.Sprintf(" for %s (at most %d orders)", cfg.Duration, cfg.Orders)
-	} else {
-		s += fmt.Sprintf(", %d orders", cfg.Orders)
+		if !given["orders"] && getenv("CONVERGE_ORDERS") == "" {
+			cfg.Orders = load.MaxOrders
+			if cfg.Rate > 0 {
+				cfg.Orders = max(1, min(load.MaxOrders, int(cfg.Rate*cfg.Duration.Seconds())))
+			}
+		}
+		if !given["timeout"] && getenv("CONVERGE_TIMEOUT") == "" {
+			cfg.Timeout = cfg.Duration + time.Minute
+		}
 	}
-	return s
+	cfg.Stock = load.DefaultStock(cfg.Orders, cfg.Items, cfg.SKUs)
 }
 
 // isTerminal reports whether w is a terminal (a character device), where

@@ -10,6 +10,7 @@
 //	converge setup      create the streams and consumers, once
 //	converge check      verify the system's invariants
 //	converge load       place orders and measure acceptance and convergence
+//	converge bench      converge against the bare chain and its parts' limits
 //	converge probe      check an endpoint once (container health checks)
 //	converge trace      an order's way through the system, step by step
 //	converge dlq        list, show, replay and discard dead letters
@@ -89,6 +90,8 @@ commands:
              JetStream), or with --topology cluster as separate processes
   check      verify the invariants over the databases; exit 1 on any FAIL
   load       place a bounded number of orders and measure acceptance and convergence
+  bench      measure converge against the bare chain (load balancer and gateways
+             before a stub) under the same load, and the limits of its parts
   probe      check once that an HTTP endpoint answers 2xx or a TCP port accepts
              (the health check of a container without a shell)
   trace      print an order's way through the system, step by step, with the
@@ -119,6 +122,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runCheck(ctx, rest, getenv, stdout, stderr)
 	case "load":
 		return runLoad(ctx, rest, getenv, stdout, stderr)
+	case "bench":
+		return runBench(ctx, rest, getenv, stdout, stderr)
 	case "setup":
 		return runSetup(ctx, rest, getenv, stdout, stderr)
 	case "order":

@@ -45,7 +45,7 @@ func flagsOf(t *testing.T, cmd string) []flagRow {
 }
 
 // commands whose flags the README's configuration table must list.
-var configCommands = []string{"dev", "order", "inventory", "gateway", "lb", "broker", "setup", "check", "load", "probe", "dlq ls", "dlq show", "dlq replay", "dlq discard"}
+var configCommands = []string{"dev", "order", "inventory", "gateway", "lb", "broker", "setup", "check", "load", "bench", "probe", "dlq ls", "dlq show", "dlq replay", "dlq discard"}
 
 // The README's configuration table lists every flag of every command with
 // its environment twin and default, exactly as the binary has them. Run

@@ -102,6 +102,22 @@ func (c Config) Connections() int {
 	return n
 }
 
+// Plan says what a run of c will place: the model and how many orders.
+func (c Config) Plan() string {
+	var s string
+	if c.Rate > 0 {
+		s = fmt.Sprintf("%g orders/s (open model)", c.Rate)
+	} else {
+		s = fmt.Sprintf("%d workers (closed model)", c.Concurrency)
+	}
+	if c.Duration > 0 {
+		s += fmt.Sprintf(" for %s (at most %d orders)", c.Duration, c.Orders)
+	} else {
+		s += fmt.Sprintf(", %d orders", c.Orders)
+	}
+	return s
+}
+
 // DefaultStock is the stock per SKU that lets about 80% of the orders be
 // confirmed: an order has on average (items+1)/2 SKUs of 2 units each, spread
 // evenly over the SKUs.

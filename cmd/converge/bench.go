@@ -1,0 +1,65 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+
+	"github.com/convergehq/converge/internal/bench"
+	"github.com/convergehq/converge/internal/load"
+)
+
+func runBench(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	cfg := bench.DefaultConfig()
+	fs := newFlagSet("bench")
+	topology := fs.String("topology", "embedded", "the system measured: embedded (one process, SQLite, embedded JetStream); cluster is not yet supported")
+	fs.IntVar(&cfg.Rounds, "rounds", cfg.Rounds, fmt.Sprintf("rounds, 1 to %d; each runs the bare chain and converge (in turn first) and measures the limits", bench.MaxRounds))
+	fs.IntVar(&cfg.Load.Orders, "orders", cfg.Load.Orders, fmt.Sprintf("orders each flow places per round, 1 to %d; with --duration, the most", load.MaxOrders))
+	fs.IntVar(&cfg.Load.Concurrency, "concurrency", cfg.Load.Concurrency, "closed model: workers placing orders; in both models, as many follow the orders to their outcomes")
+	fs.Float64Var(&cfg.Load.Rate, "rate", 0, "open model: start this many orders a second on a schedule, whatever the answers; 0: the closed model of --concurrency")
+	fs.DurationVar(&cfg.Load.Duration, "duration", 0, "stop placing orders after this long in each flow (--orders is then the most; by default rate x duration in the open model, unbounded in the closed one)")
+	fs.DurationVar(&cfg.Load.Timeout, "timeout", cfg.Load.Timeout, "stop a flow's load run after this long, which fails the bench; with --duration and no --timeout, a minute more than the duration")
+	fs.IntVar(&cfg.Load.SKUs, "skus", cfg.Load.SKUs, "SKUs LOAD-1..LOAD-n the orders draw from")
+	fs.IntVar(&cfg.Gateways, "gateways", cfg.Gateways, "API gateway instances behind the load balancer, in both flows")
+	fs.BoolVar(&cfg.AccessLog, "access-log", cfg.AccessLog, "every role formats a log line per HTTP request, as converge dev does by default (the lines are not shown)")
+	fs.DurationVar(&cfg.LimitsTime, "limits-time", cfg.LimitsTime, "how long each raw limit (fsync, SQLite, publish one by one, publish batched) is measured per round")
+	fs.StringVar(&cfg.Dir, "dir", "", "`directory` on the disk to measure, where each run gets a fresh data directory, removed after it (default: the system's temporary directory)")
+	outDir := fs.String("out", "", "also write bench.json (every round's figures) and bench.svg (the summary as bars) into this `directory`")
+	if err := parseFlags(fs, args, getenv, stdout); err != nil {
+		return err
+	}
+	switch *topology {
+	case "embedded":
+	case "cluster":
+		return usageError{"bench: --topology cluster is not yet supported; only embedded is"}
+	default:
+		return usageError{fmt.Sprintf("bench: --topology must be embedded, got %q", *topology)}
+	}
+	loadDefaults(&cfg.Load, fs, getenv)
+	if err := cfg.Validate(); err != nil {
+		return usageError{"bench: " + err.Error()}
+	}
+	cfg.OnStep = func(s string) { fmt.Fprintln(stderr, "bench:", s) }
+	// The roles log as converge dev's do, records formatted and all, but
+	// nowhere: a failure shows in the load's figures and errors.
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	res, err := bench.Run(ctx, cfg, log)
+	if len(res.Rounds) > 0 {
+		if perr := res.Print(stdout); perr != nil {
+			err = errors.Join(err, perr)
+		}
+		if *outDir != "" {
+			if werr := res.WriteFiles(*outDir); werr != nil {
+				return errors.Join(err, werr)
+			}
+			fmt.Fprintf(stdout, "files: %s (and %s)\n", filepath.Join(*outDir, bench.FileJSON), bench.FileSVG)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("bench: %w", err)
+	}
+	return nil
+}
