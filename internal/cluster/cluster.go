@@ -162,6 +162,16 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Cluster, err e
 	if err := checkFree(cfg.Addr); err != nil {
 		return nil, err
 	}
+	// The ports handed out below, never one twice, nor the load balancer's
+	// or the page's.
+	given := map[int]bool{}
+	for _, addr := range []string{cfg.Addr, cfg.UIAddr} {
+		if _, port, err := net.SplitHostPort(addr); err == nil {
+			if n, err := strconv.Atoi(port); err == nil {
+				given[n] = true
+			}
+		}
+	}
 	// The page's address is held from now on: a port taken fails the
 	// start before any process does.
 	var pageLn net.Listener
@@ -190,15 +200,15 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Cluster, err e
 		return nil, err
 	}
 
-	clientPorts, err := freePorts(cfg.Brokers)
+	clientPorts, err := freePorts(given, cfg.Brokers)
 	if err != nil {
 		return nil, err
 	}
-	clusterPorts, err := freePorts(cfg.Brokers)
+	clusterPorts, err := freePorts(given, cfg.Brokers)
 	if err != nil {
 		return nil, err
 	}
-	metricsPorts, err := freePorts(cfg.Brokers)
+	metricsPorts, err := freePorts(given, cfg.Brokers)
 	if err != nil {
 		return nil, err
 	}
@@ -240,7 +250,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Cluster, err e
 	}{{"inventory", "CONVERGE_INVENTORY_DB", cfg.InventoryDB, cfg.Inventories}, {"order", "CONVERGE_ORDER_DB", cfg.OrderDB, cfg.Orders}}
 	urls := map[string][]string{}
 	for _, s := range services {
-		ports, err := freePorts(s.n)
+		ports, err := freePorts(given, s.n)
 		if err != nil {
 			return nil, err
 		}
@@ -259,7 +269,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Cluster, err e
 		}
 	}
 
-	ports, err := freePorts(cfg.Gateways)
+	ports, err := freePorts(given, cfg.Gateways)
 	if err != nil {
 		return nil, err
 	}
@@ -639,12 +649,15 @@ func checkFree(addr string) error {
 	return ln.Close()
 }
 
-// freePorts finds n free ports on loopback for the processes to listen on.
-// They are drawn below the kernel's ephemeral range: a port the kernel
-// hands out (":0") is also one it gives outgoing connections, and in the
-// seconds between finding it and the process binding it, a connection to
-// PostgreSQL or NATS could take it ("address already in use").
-func freePorts(n int) ([]int, error) {
+// freePorts finds n free ports on loopback for the processes to listen on,
+// none of them in given, and adds them to it: a port found free stays free
+// only until its process binds it, so one start must not hand it out
+// twice. They are drawn below the kernel's ephemeral range: a port the
+// kernel hands out (":0") is also one it gives outgoing connections, and
+// in the seconds between finding it and the process binding it, a
+// connection to PostgreSQL or NATS could take it ("address already in
+// use").
+func freePorts(given map[int]bool, n int) ([]int, error) {
 	var lns []net.Listener
 	defer func() {
 		for _, ln := range lns {
@@ -652,17 +665,25 @@ func freePorts(n int) ([]int, error) {
 		}
 	}()
 	low, high := listenRange()
+	// From a random point of the range on, every port in turn: clusters
+	// started at once rarely meet, and a free port is found if there is one.
+	start := mathrand.IntN(high - low)
 	var ports []int
-	for tries := 0; len(ports) < n; tries++ {
-		if tries == 1000 {
-			return nil, fmt.Errorf("find a free port: none of 1000 tries in %d-%d was free", low, high)
+	for i := 0; i < high-low && len(ports) < n; i++ {
+		port := low + (start+i)%(high-low)
+		if given[port] {
+			continue
 		}
-		ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(low+mathrand.IntN(high-low)))
+		ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
 		if err != nil {
 			continue // taken
 		}
 		lns = append(lns, ln)
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+		ports = append(ports, port)
+		given[port] = true
+	}
+	if len(ports) < n {
+		return nil, fmt.Errorf("find a free port: %d of %d found in %d-%d", len(ports), n, low, high)
 	}
 	return ports, nil
 }
@@ -680,7 +701,7 @@ func lastLine(path string) string {
 // FreeAddr is a free loopback address drawn as freePorts draws them, for a
 // cluster's load balancer when the caller has none in mind (tests).
 func FreeAddr() (string, error) {
-	ports, err := freePorts(1)
+	ports, err := freePorts(map[int]bool{}, 1)
 	if err != nil {
 		return "", err
 	}
