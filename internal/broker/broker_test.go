@@ -502,9 +502,12 @@ func TestConsumeStopsCleanly(t *testing.T) {
 	cfg := broker.ConsumerConfig{Stream: eventsStream, Durable: "inventory"}
 
 	// A first run creates the consumer, so its server-side goroutines are
-	// part of the baseline.
-	if err := c.PublishBatch(t.Context(), msgs("warmup", 0, 3)); err != nil {
-		t.Fatal(err)
+	// part of the baseline; so does publishing one message alone, which
+	// starts nats.go's asynchronous publishing on this connection.
+	for _, m := range msgs("warmup", 0, 3) {
+		if err := c.PublishBatch(t.Context(), []broker.Message{m}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	r := &recorder{}
 	stop := startConsume(t, c, cfg, r.handle)

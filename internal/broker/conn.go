@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -29,6 +30,9 @@ type Conn struct {
 	js     jetstream.JetStream
 	log    *slog.Logger
 	closed chan struct{} // closed by nats.go once the connection is closed
+
+	streamsMu sync.Mutex
+	streams   map[string]string // subject -> the stream that stores it, for PublishBatch
 }
 
 // Connect connects to url, a server URL or a comma-separated list of them,

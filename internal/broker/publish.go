@@ -2,10 +2,14 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"maps"
+	"strconv"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 )
 
 // Message is an event to publish.
@@ -20,6 +24,15 @@ type Message struct {
 // has been stored (a duplicate counts as stored). On error some messages
 // may have been stored; resending the whole batch is safe because of the
 // message IDs.
+//
+// Consecutive messages bound for the same stream go as one atomic batch
+// (nats-server 2.12 and later, on a stream made by EnsureStream): the
+// server stages them and stores them together, with a few fsyncs for the
+// whole batch instead of one per message, and in the order given. A batch
+// the server refuses as a whole (it holds a message the stream already
+// has, after a resend; a message the stream refuses; a server or stream
+// without atomic publish) is sent again one message at a time, where a
+// duplicate is dropped alone and a bad message fails alone.
 func (c *Conn) PublishBatch(ctx context.Context, msgs []Message) error {
 	if len(msgs) == 0 {
 		return nil
@@ -30,7 +43,7 @@ func (c *Conn) PublishBatch(ctx context.Context, msgs []Message) error {
 		if m.ID == "" {
 			return fmt.Errorf("publish %s: message has no ID", m.Subject)
 		}
-		h := make(nats.Header, len(m.Header)+1)
+		h := make(nats.Header, len(m.Header)+4)
 		for k, v := range m.Header {
 			h.Set(k, v)
 		}
@@ -39,7 +52,7 @@ func (c *Conn) PublishBatch(ctx context.Context, msgs []Message) error {
 	}
 	var failed int
 	var first error
-	for _, err := range c.publishAll(ctx, nms) {
+	for _, err := range c.publishRuns(ctx, nms) {
 		if err != nil {
 			failed++
 			if first == nil {
@@ -53,25 +66,140 @@ func (c *Conn) PublishBatch(ctx context.Context, msgs []Message) error {
 	return nil
 }
 
+// maxAtomicBatch is the most messages one atomic batch carries: the
+// server's default limit (max_batch_size).
+const maxAtomicBatch = 1000
+
+// Headers of an atomic batch publish.
+const (
+	headerBatchID     = "Nats-Batch-Id"
+	headerBatchSeq    = "Nats-Batch-Sequence"
+	headerBatchCommit = "Nats-Batch-Commit"
+)
+
+// publishRuns cuts msgs into runs of consecutive messages for one stream
+// and publishes each run as an atomic batch, and returns one result per
+// message.
+func (c *Conn) publishRuns(ctx context.Context, msgs []*nats.Msg) []error {
+	errs := make([]error, 0, len(msgs))
+	if err := c.publishable(ctx); err != nil {
+		return failAll(msgs, err)
+	}
+	for start := 0; start < len(msgs); {
+		stream, err := c.streamOf(ctx, msgs[start].Subject)
+		if err != nil {
+			return append(errs, failAll(msgs[start:], err)...)
+		}
+		end := start + 1
+		for end < len(msgs) && end-start < maxAtomicBatch {
+			s, err := c.streamOf(ctx, msgs[end].Subject)
+			if err != nil || s != stream {
+				break
+			}
+			end++
+		}
+		errs = append(errs, c.publishRun(ctx, stream, msgs[start:end])...)
+		start = end
+	}
+	return errs
+}
+
+// publishRun publishes msgs, all bound for stream, as one atomic batch, or
+// one by one when that cannot be.
+func (c *Conn) publishRun(ctx context.Context, stream string, msgs []*nats.Msg) []error {
+	if stream == "" || len(msgs) == 1 {
+		return c.publishAll(ctx, msgs) // no stream: each fails on its own
+	}
+	err := c.publishAtomic(ctx, msgs)
+	if err == nil {
+		return make([]error, len(msgs))
+	}
+	if _, refused := errors.AsType[*jetstream.APIError](err); !refused {
+		return failAll(msgs, err) // the connection or a timeout: retry later
+	}
+	c.log.Debug("atomic batch refused; publishing its messages one by one", "stream", stream, "messages", len(msgs), "err", err)
+	return c.publishAll(ctx, msgs)
+}
+
+// publishAtomic sends msgs as one atomic batch and waits for the commit's
+// PubAck. Only the commit asks for a reply: the server answers it with the
+// batch's result, an error if any message of it failed.
+func (c *Conn) publishAtomic(ctx context.Context, msgs []*nats.Msg) error {
+	ctx, cancel := context.WithTimeout(ctx, publishTimeout)
+	defer cancel()
+	id := nuid.Next()
+	for i, m := range msgs {
+		bm := &nats.Msg{Subject: m.Subject, Data: m.Data, Header: maps.Clone(m.Header)}
+		bm.Header.Set(headerBatchID, id)
+		bm.Header.Set(headerBatchSeq, strconv.Itoa(i+1))
+		if i < len(msgs)-1 {
+			if err := c.nc.PublishMsg(bm); err != nil {
+				return fmt.Errorf("publish %s: %w", m.Subject, err)
+			}
+			continue
+		}
+		bm.Header.Set(headerBatchCommit, "1")
+		if _, err := c.js.PublishMsg(ctx, bm); err != nil {
+			return fmt.Errorf("commit batch of %d on %s: %w", len(msgs), m.Subject, err)
+		}
+	}
+	return nil
+}
+
+// streamOf names the stream that stores subject, "" if none does. Answers
+// are kept: a subject does not move between streams.
+func (c *Conn) streamOf(ctx context.Context, subject string) (string, error) {
+	c.streamsMu.Lock()
+	name, ok := c.streams[subject]
+	c.streamsMu.Unlock()
+	if ok {
+		return name, nil
+	}
+	name, err := c.js.StreamNameBySubject(ctx, subject)
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		return "", nil // not kept: the stream may be made later
+	case err != nil:
+		return "", fmt.Errorf("publish %s: which stream: %w", subject, err)
+	}
+	c.streamsMu.Lock()
+	if c.streams == nil {
+		c.streams = make(map[string]string)
+	}
+	c.streams[subject] = name
+	c.streamsMu.Unlock()
+	return name, nil
+}
+
+// publishable fails fast when the context is done or the connection is
+// down: while disconnected nats.go parks publishes in its reconnect buffer
+// and we would only find out at the timeout, while the caller's retry loop
+// should see the outage promptly.
+func (c *Conn) publishable(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if !c.nc.IsConnected() {
+		return nats.ErrDisconnected
+	}
+	return nil
+}
+
+func failAll(msgs []*nats.Msg, err error) []error {
+	errs := make([]error, len(msgs))
+	for i, m := range msgs {
+		errs[i] = fmt.Errorf("publish %s: %w", m.Subject, err)
+	}
+	return errs
+}
+
 // publishAll publishes every message without waiting in between, so the
 // server's fsyncs overlap, then collects one result per message.
 func (c *Conn) publishAll(ctx context.Context, msgs []*nats.Msg) []error {
+	if err := c.publishable(ctx); err != nil {
+		return failAll(msgs, err)
+	}
 	errs := make([]error, len(msgs))
-	failAll := func(err error) []error {
-		for i, m := range msgs {
-			errs[i] = fmt.Errorf("publish %s: %w", m.Subject, err)
-		}
-		return errs
-	}
-	if err := ctx.Err(); err != nil {
-		return failAll(err)
-	}
-	// While disconnected nats.go parks publishes in its reconnect buffer and
-	// we would only find out at the timeout; fail now so the caller's retry
-	// loop sees the outage promptly.
-	if !c.nc.IsConnected() {
-		return failAll(nats.ErrDisconnected)
-	}
 	ctx, cancel := context.WithTimeout(ctx, publishTimeout)
 	defer cancel()
 

@@ -2,6 +2,8 @@ package broker_test
 
 import (
 	"errors"
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -35,5 +37,161 @@ func TestPublishBatchReportsPartialFailure(t *testing.T) {
 	}
 	if got := streamMsgs(t, c, eventsStream); got != 2 {
 		t.Errorf("stream messages: got %d, want the 2 that were acknowledged", got)
+	}
+}
+
+// stored reads every message of stream, in stream order.
+func stored(t *testing.T, c *broker.Conn, stream string) []*jetstream.RawStreamMsg {
+	t.Helper()
+	st, err := c.JetStream().Stream(t.Context(), stream)
+	if err != nil {
+		t.Fatalf("Stream(%s): %v", stream, err)
+	}
+	info, err := st.Info(t.Context())
+	if err != nil {
+		t.Fatalf("stream info: %v", err)
+	}
+	var out []*jetstream.RawStreamMsg
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
+		m, err := st.GetMsg(t.Context(), seq)
+		if err != nil {
+			t.Fatalf("GetMsg(%d): %v", seq, err)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// ids lists the Nats-Msg-Id of each message.
+func ids(ms []*jetstream.RawStreamMsg) []string {
+	out := make([]string, len(ms))
+	for i, m := range ms {
+		out[i] = m.Header.Get(jetstream.MsgIDHeader)
+	}
+	return out
+}
+
+func msgIDs(ms []broker.Message) []string {
+	out := make([]string, len(ms))
+	for i, m := range ms {
+		out[i] = m.ID
+	}
+	return out
+}
+
+// A batch for one stream goes as one atomic batch (the server stores each
+// message with the batch's id), in the order given, and a batch above the
+// server's limit of 1,000 is cut in two.
+func TestPublishBatchIsAtomicAndOrdered(t *testing.T) {
+	s := brokertest.Start(t)
+	c := connect(t, s)
+	ensureStreams(t, c)
+	batch := msgs("created", 0, 1200)
+	if err := c.PublishBatch(t.Context(), batch); err != nil {
+		t.Fatal(err)
+	}
+	got := stored(t, c, eventsStream)
+	if !slices.Equal(ids(got), msgIDs(batch)) {
+		t.Fatalf("stored ids: got %d in this order %v..., want the %d published, in order", len(got), ids(got)[:min(5, len(got))], len(batch))
+	}
+	batches := map[string]int{}
+	for _, m := range got {
+		batches[m.Header.Get("Nats-Batch-Id")]++
+		if m.Header.Get("traceparent") == "" {
+			t.Fatalf("message %s lost its own headers: %v", m.Header.Get(jetstream.MsgIDHeader), m.Header)
+		}
+	}
+	if len(batches) != 2 || batches[""] != 0 {
+		t.Errorf("atomic batches: got %v (id -> messages), want two batches (1000 and 200) and no message outside one", batches)
+	}
+}
+
+// Resending a batch that was stored, in whole or in part (a relay that
+// crashed before marking it), stores each message once: the server refuses
+// an atomic batch holding a duplicate, and the messages then go one by one,
+// where duplicates are dropped alone.
+func TestPublishBatchResendStoresEachMessageOnce(t *testing.T) {
+	s := brokertest.Start(t)
+	c := connect(t, s)
+	ensureStreams(t, c)
+	batch := msgs("created", 0, 10)
+	if err := c.PublishBatch(t.Context(), batch[:4]); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := c.PublishBatch(t.Context(), batch); err != nil {
+			t.Fatalf("resending a batch whose first part is stored: %v", err)
+		}
+	}
+	if got := ids(stored(t, c, eventsStream)); !slices.Equal(got, msgIDs(batch)) {
+		t.Errorf("stored ids: got %v, want each once, in order: %v", got, msgIDs(batch))
+	}
+}
+
+// One message the stream refuses fails alone: the others of its batch are
+// stored, in order.
+func TestPublishBatchRefusedMessageFailsAlone(t *testing.T) {
+	s := brokertest.Start(t)
+	c := connect(t, s)
+	ensureStreams(t, c)
+	batch := msgs("created", 0, 5)
+	batch[2].Header = map[string]string{"Nats-Expected-Stream": "ELSEWHERE"} // the stream refuses it
+	err := c.PublishBatch(t.Context(), batch)
+	if err == nil || !strings.Contains(err.Error(), "1 of 5 messages not acknowledged") {
+		t.Fatalf("PublishBatch with one refused message: got %v, want 1 of 5 messages not acknowledged", err)
+	}
+	want := msgIDs(slices.Delete(slices.Clone(batch), 2, 3))
+	if got := ids(stored(t, c, eventsStream)); !slices.Equal(got, want) {
+		t.Errorf("stored ids: got %v, want the other four in order: %v", got, want)
+	}
+}
+
+// Messages for two streams in one batch go as one atomic batch per run of
+// the same stream; each stream gets its messages in order.
+func TestPublishBatchAcrossStreams(t *testing.T) {
+	s := brokertest.Start(t)
+	c := connect(t, s)
+	ensureStreams(t, c)
+	var batch, toEvents, toDLQ []broker.Message
+	for i := range 12 {
+		m := broker.Message{ID: fmt.Sprintf("m-%d", i), Subject: "orders.created", Data: []byte("x")}
+		if i/3%2 == 1 { // three by three
+			m.Subject = "dlq.inventory"
+			toDLQ = append(toDLQ, m)
+		} else {
+			toEvents = append(toEvents, m)
+		}
+		batch = append(batch, m)
+	}
+	if err := c.PublishBatch(t.Context(), batch); err != nil {
+		t.Fatal(err)
+	}
+	for stream, want := range map[string][]broker.Message{eventsStream: toEvents, dlqStream: toDLQ} {
+		got := stored(t, c, stream)
+		if !slices.Equal(ids(got), msgIDs(want)) {
+			t.Errorf("%s: got %v, want %v", stream, ids(got), msgIDs(want))
+		}
+		for _, m := range got {
+			if m.Header.Get("Nats-Batch-Id") == "" {
+				t.Errorf("%s: message %s was not stored as part of an atomic batch", stream, m.Header.Get(jetstream.MsgIDHeader))
+			}
+		}
+	}
+}
+
+// A stream made without atomic publish (by an older converge, or by hand)
+// still takes a batch, one message at a time.
+func TestPublishBatchWithoutAtomicPublish(t *testing.T) {
+	s := brokertest.Start(t)
+	c := connect(t, s)
+	if _, err := c.JetStream().CreateStream(t.Context(), jetstream.StreamConfig{Name: eventsStream, Subjects: []string{"orders.>"}, Storage: jetstream.FileStorage}); err != nil {
+		t.Fatal(err)
+	}
+	batch := msgs("created", 0, 5)
+	if err := c.PublishBatch(t.Context(), batch); err != nil {
+		t.Fatal(err)
+	}
+	if got := ids(stored(t, c, eventsStream)); !slices.Equal(got, msgIDs(batch)) {
+		t.Errorf("stored ids: got %v, want %v", got, msgIDs(batch))
 	}
 }
