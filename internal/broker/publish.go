@@ -43,7 +43,7 @@ func (c *Conn) PublishBatch(ctx context.Context, msgs []Message) error {
 		if m.ID == "" {
 			return fmt.Errorf("publish %s: message has no ID", m.Subject)
 		}
-		h := make(nats.Header, len(m.Header)+4)
+		h := make(nats.Header, len(m.Header)+1)
 		for k, v := range m.Header {
 			h.Set(k, v)
 		}
@@ -81,25 +81,32 @@ const (
 // and publishes each run as an atomic batch, and returns one result per
 // message.
 func (c *Conn) publishRuns(ctx context.Context, msgs []*nats.Msg) []error {
-	errs := make([]error, 0, len(msgs))
 	if err := c.publishable(ctx); err != nil {
 		return failAll(msgs, err)
 	}
-	for start := 0; start < len(msgs); {
-		stream, err := c.streamOf(ctx, msgs[start].Subject)
+	// Each message's stream; the messages from the first that cannot be
+	// looked up on fail with that error, the ones before it still go.
+	streams := make([]string, 0, len(msgs))
+	var lookupErr error
+	for _, m := range msgs {
+		s, err := c.streamOf(ctx, m.Subject)
 		if err != nil {
-			return append(errs, failAll(msgs[start:], err)...)
+			lookupErr = err
+			break
 		}
+		streams = append(streams, s)
+	}
+	errs := make([]error, 0, len(msgs))
+	for start := 0; start < len(streams); {
 		end := start + 1
-		for end < len(msgs) && end-start < maxAtomicBatch {
-			s, err := c.streamOf(ctx, msgs[end].Subject)
-			if err != nil || s != stream {
-				break
-			}
+		for end < len(streams) && end-start < maxAtomicBatch && streams[end] == streams[start] {
 			end++
 		}
-		errs = append(errs, c.publishRun(ctx, stream, msgs[start:end])...)
+		errs = append(errs, c.publishRun(ctx, streams[start], msgs[start:end])...)
 		start = end
+	}
+	if lookupErr != nil {
+		errs = append(errs, failAll(msgs[len(streams):], lookupErr)...)
 	}
 	return errs
 }
