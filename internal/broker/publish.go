@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"strconv"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -77,6 +78,11 @@ const (
 	headerBatchCommit = "Nats-Batch-Commit"
 )
 
+// streamLookupTimeout bounds the wait for a subject's stream: without a
+// meta leader the request goes unanswered, and the messages can still be
+// published one by one.
+const streamLookupTimeout = 2 * time.Second
+
 // publishRuns cuts msgs into runs of consecutive messages for one stream
 // and publishes each run as an atomic batch, and returns one result per
 // message.
@@ -84,17 +90,22 @@ func (c *Conn) publishRuns(ctx context.Context, msgs []*nats.Msg) []error {
 	if err := c.publishable(ctx); err != nil {
 		return failAll(msgs, err)
 	}
-	// Each message's stream; the messages from the first that cannot be
-	// looked up on fail with that error, the ones before it still go.
-	streams := make([]string, 0, len(msgs))
-	var lookupErr error
-	for _, m := range msgs {
+	if len(msgs) == 1 {
+		return c.publishAll(ctx, msgs) // one message needs no stream name
+	}
+	// Each message's stream. The answer comes from the meta leader, which a
+	// cluster can be without for a while (an election after a restart)
+	// while the stream leaders still take publishes: from the first
+	// message whose stream cannot be looked up on, the messages go one by
+	// one, as they would to no known stream.
+	streams := make([]string, len(msgs))
+	for i, m := range msgs {
 		s, err := c.streamOf(ctx, m.Subject)
 		if err != nil {
-			lookupErr = err
+			c.log.Warn("stream lookup failed; publishing one by one", "subject", m.Subject, "messages", len(msgs)-i, "err", err)
 			break
 		}
-		streams = append(streams, s)
+		streams[i] = s
 	}
 	errs := make([]error, 0, len(msgs))
 	for start := 0; start < len(streams); {
@@ -104,9 +115,6 @@ func (c *Conn) publishRuns(ctx context.Context, msgs []*nats.Msg) []error {
 		}
 		errs = append(errs, c.publishRun(ctx, streams[start], msgs[start:end])...)
 		start = end
-	}
-	if lookupErr != nil {
-		errs = append(errs, failAll(msgs[len(streams):], lookupErr)...)
 	}
 	return errs
 }
@@ -162,12 +170,14 @@ func (c *Conn) streamOf(ctx context.Context, subject string) (string, error) {
 	if ok {
 		return name, nil
 	}
+	ctx, cancel := context.WithTimeout(ctx, streamLookupTimeout)
+	defer cancel()
 	name, err := c.js.StreamNameBySubject(ctx, subject)
 	switch {
 	case errors.Is(err, jetstream.ErrStreamNotFound):
 		return "", nil // not kept: the stream may be made later
 	case err != nil:
-		return "", fmt.Errorf("publish %s: which stream: %w", subject, err)
+		return "", fmt.Errorf("which stream stores %s: %w", subject, err)
 	}
 	c.streamsMu.Lock()
 	if c.streams == nil {

@@ -6,7 +6,9 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -193,5 +195,42 @@ func TestPublishBatchWithoutAtomicPublish(t *testing.T) {
 	}
 	if got := ids(stored(t, c, eventsStream)); !slices.Equal(got, msgIDs(batch)) {
 		t.Errorf("stored ids: got %v, want %v", got, msgIDs(batch))
+	}
+}
+
+// The bite test for a batch whose streams cannot be looked up: a cluster
+// between meta leaders leaves the lookup unanswered while the stream
+// leaders still store messages, so the batch goes one by one instead of
+// failing. Here the user may not ask for stream names at all.
+func TestPublishBatchWithoutStreamLookup(t *testing.T) {
+	const user, password = "relay", "no-names-for-me"
+	s, err := natsserver.NewServer(&natsserver.Options{
+		Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true,
+		Users: []*natsserver.User{{Username: user, Password: password, Permissions: &natsserver.Permissions{
+			Publish: &natsserver.SubjectPermission{Allow: []string{">"}, Deny: []string{"$JS.API.STREAM.NAMES"}},
+		}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Start()
+	t.Cleanup(s.Shutdown)
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready")
+	}
+	c, err := broker.Dial(t.Context(), broker.ClientConfig{
+		URLs: []string{s.ClientURL()}, Name: t.Name(), User: user, Password: password,
+	}, brokertest.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	ensureStreams(t, c)
+	batch := msgs("created", 0, 3)
+	if err := c.PublishBatch(t.Context(), batch); err != nil {
+		t.Fatalf("PublishBatch without stream names: %v", err)
+	}
+	if got := ids(stored(t, c, eventsStream)); !slices.Equal(got, msgIDs(batch)) {
+		t.Errorf("stored: got %v, want %v in order", got, msgIDs(batch))
 	}
 }
