@@ -9,7 +9,7 @@ import (
 	"runtime"
 	"strings"
 
-	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+	"modernc.org/sqlite"
 )
 
 func sqlitePath(url string) string {
@@ -25,7 +25,7 @@ func openSQLite(ctx context.Context, url string) (*DB, error) {
 		"&_pragma=busy_timeout(10000)&_pragma=foreign_keys(ON)"
 	// Writers take the write lock when they begin, so a transaction never
 	// fails upgrading from reader to writer.
-	write, err := sql.Open("sqlite", dsn+"&_txlock=immediate")
+	write, err := openPool(dsn + "&_txlock=immediate")
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
@@ -35,7 +35,7 @@ func openSQLite(ctx context.Context, url string) (*DB, error) {
 	write.SetConnMaxIdleTime(0)
 	// Readers begin deferred: a read transaction is a snapshot of the
 	// database (WAL) and never blocks the writer.
-	read, err := sql.Open("sqlite", dsn+"&_pragma=query_only(ON)")
+	read, err := openPool(dsn + "&_pragma=query_only(ON)")
 	if err != nil {
 		write.Close()
 		return nil, fmt.Errorf("open %s: %w", path, err)
@@ -54,4 +54,14 @@ func openSQLite(ctx context.Context, url string) (*DB, error) {
 		return nil, err
 	}
 	return db, nil
+}
+
+// openPool opens a pool of connections to dsn that keep their statements
+// prepared.
+func openPool(dsn string) (*sql.DB, error) {
+	c, err := sqlite.NewConnector(dsn)
+	if err != nil {
+		return nil, err
+	}
+	return sql.OpenDB(cachingConnector{c}), nil
 }
