@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/url"
 	"slices"
 	"strconv"
@@ -32,6 +33,19 @@ type ClientConfig struct {
 	TLSCA   string
 	TLSCert string
 	TLSKey  string
+
+	// InProcess, when set, is a server in this process (the embedded
+	// broker) that the client talks to through memory instead of TCP, on
+	// every connect and reconnect; URLs then only name it. A provider that
+	// fails (the server is down) is retried like a server that does not
+	// answer.
+	InProcess InProcessServer
+}
+
+// InProcessServer hands out in-memory connections to a NATS server running
+// in this process. *Server is one.
+type InProcessServer interface {
+	InProcessConn() (net.Conn, error)
 }
 
 func (cfg ClientConfig) validate() error {

@@ -134,6 +134,9 @@ func dialOnce(cfg ClientConfig, log *slog.Logger, retry bool) (*nats.Conn, chan 
 			close(closed)
 		}),
 	}
+	if cfg.InProcess != nil {
+		opts = append(opts, nats.InProcessServer(cfg.InProcess))
+	}
 	switch {
 	case cfg.User != "":
 		opts = append(opts, nats.UserInfo(cfg.User, cfg.Password))

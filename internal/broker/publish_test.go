@@ -3,8 +3,10 @@ package broker_test
 import (
 	"errors"
 	"fmt"
+	"net"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -234,3 +236,50 @@ func TestPublishBatchWithoutStreamLookup(t *testing.T) {
 		t.Errorf("stored: got %v, want %v in order", got, msgIDs(batch))
 	}
 }
+
+// The bite test for ClientConfig.InProcess: the client reaches the server
+// through memory, so it works with no server listening at its URL, and
+// comes back through the provider after the server restarts.
+func TestInProcessConnection(t *testing.T) {
+	var current struct {
+		sync.Mutex
+		s *broker.Server
+	}
+	current.s = brokertest.Start(t)
+	provider := inProcessFunc(func() (net.Conn, error) {
+		current.Lock()
+		defer current.Unlock()
+		if current.s == nil {
+			return nil, errors.New("stopped")
+		}
+		return current.s.InProcessConn()
+	})
+	c, err := broker.Dial(t.Context(), broker.ClientConfig{
+		URLs: []string{"nats://127.0.0.1:1"}, Name: t.Name(), InProcess: provider, // nothing listens there
+	}, brokertest.Logger(t))
+	if err != nil {
+		t.Fatalf("Dial in process: %v", err)
+	}
+	t.Cleanup(c.Close)
+	ensureStreams(t, c)
+	if err := c.PublishBatch(t.Context(), msgs("created", 0, 3)); err != nil {
+		t.Fatalf("PublishBatch in process: %v", err)
+	}
+
+	current.Lock()
+	old := current.s
+	current.s = nil
+	current.Unlock()
+	next := brokertest.Restart(t, old)
+	current.Lock()
+	current.s = next
+	current.Unlock()
+	publishEventually(t, c, msgs("created", 3, 6))
+	if got := streamMsgs(t, c, eventsStream); got != 6 {
+		t.Errorf("stream messages after the restart: got %d, want 6", got)
+	}
+}
+
+type inProcessFunc func() (net.Conn, error)
+
+func (f inProcessFunc) InProcessConn() (net.Conn, error) { return f() }

@@ -338,6 +338,10 @@ func (s *Server) ClusterURL() string {
 // Port is the TCP port the server listens on.
 func (s *Server) Port() int { return s.cfg.Port }
 
+// InProcessConn returns a client connection to the server through memory,
+// for ClientConfig.InProcess.
+func (s *Server) InProcessConn() (net.Conn, error) { return s.ns.InProcessConn() }
+
 // Name is the server name; JetStream reports stream and consumer leaders
 // by it. Without a configured Name nats-server makes one up.
 func (s *Server) Name() string { return s.ns.Name() }

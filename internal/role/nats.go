@@ -20,6 +20,11 @@ type NATS struct {
 	CA       string // TLS: the CA that signed the servers' certificates
 	Cert     string // TLS: this client's certificate and key
 	Key      string
+
+	// InProcess, set by converge dev for its embedded broker (never by a
+	// flag), connects through memory instead of TCP; URLs then only name
+	// the broker.
+	InProcess broker.InProcessServer
 }
 
 // Register adds the --nats* flags to fs, for a broker on this machine.
@@ -61,5 +66,6 @@ func (n NATS) connect(ctx context.Context, name string, log *slog.Logger) (*brok
 		URLs: urls, Name: name,
 		User: n.User, Password: n.Password, Token: n.Token, CredsFile: n.Creds,
 		TLSCA: n.CA, TLSCert: n.Cert, TLSKey: n.Key,
+		InProcess: n.InProcess,
 	}, log)
 }

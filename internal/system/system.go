@@ -221,7 +221,9 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *System, err er
 			return nil, err
 		}
 		s.BrokerMetricsURL = s.brokerHTTP.URL()
-		nats = role.NATS{URLs: s.BrokerURL}
+		// The services reach their broker through memory, not the
+		// loopback TCP stack; the URL stays for tools and the page.
+		nats = role.NATS{URLs: s.BrokerURL, InProcess: embeddedBroker{s}}
 	} else {
 		s.BrokerURL = nats.URLs
 	}
@@ -376,6 +378,19 @@ func (s *System) StartBroker() error {
 	}
 	s.brokerSrv, s.brokerPort, s.BrokerURL = srv, srv.Port(), srv.ClientURL()
 	return nil
+}
+
+// embeddedBroker hands out in-memory connections to whichever embedded
+// broker runs now, so that the services' connections come back after
+// StopBroker and StartBroker as they would over TCP.
+type embeddedBroker struct{ s *System }
+
+func (b embeddedBroker) InProcessConn() (net.Conn, error) {
+	srv := b.s.broker()
+	if srv == nil {
+		return nil, errors.New("the embedded broker is stopped")
+	}
+	return srv.InProcessConn()
 }
 
 // broker is the embedded broker while it runs, else nil.
