@@ -161,10 +161,12 @@ func runSetup(ctx context.Context, args []string, getenv func(string) string, st
 	// leaders yet: try again for a minute.
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	for {
-		// Each attempt is short: a request sent before the cluster has a
-		// leader may never be answered.
-		actx, acancel := context.WithTimeout(ctx, 5*time.Second)
+	// Each attempt is short, as a request sent before the cluster has a
+	// meta leader is never answered; the first waits a second (an
+	// election takes about that), later ones longer, in case the cluster
+	// is merely slow.
+	for attempt := time.Second; ; attempt = min(2*attempt, 5*time.Second) {
+		actx, acancel := context.WithTimeout(ctx, attempt)
 		err := role.Setup(actx, n, *replicas, log)
 		acancel()
 		if err == nil {
@@ -174,7 +176,7 @@ func runSetup(ctx context.Context, args []string, getenv func(string) string, st
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("setup: gave up after a minute: %w", err)
-		case <-time.After(time.Second):
+		case <-time.After(250 * time.Millisecond):
 		}
 	}
 	fmt.Fprintf(stdout, "converge setup: streams and consumers ready (%d replicas)\n", *replicas)
