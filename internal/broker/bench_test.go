@@ -12,7 +12,7 @@ import (
 // BenchmarkPublishBatch measures durable publishing (fsync on every write)
 // through PublishBatch; ns/op is per message.
 func BenchmarkPublishBatch(b *testing.B) {
-	for _, size := range []int{1, 64, 256} {
+	for _, size := range []int{1, 2, 8, 16, 32, 64, 256} {
 		b.Run(fmt.Sprintf("batch=%d", size), func(b *testing.B) {
 			s := brokertest.Start(b)
 			ctx := context.Background()

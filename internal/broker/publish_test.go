@@ -110,6 +110,39 @@ func TestPublishBatchIsAtomicAndOrdered(t *testing.T) {
 	}
 }
 
+// A short batch, or a long one whose runs for one stream are short, goes as
+// pipelined single publishes, quicker than an atomic batch's staging below
+// about 30 messages: no message carries a batch id.
+func TestPublishBatchShortGoesOneByOne(t *testing.T) {
+	s := brokertest.Start(t)
+	c := connect(t, s)
+	ensureStreams(t, c)
+	short := msgs("created", 0, 20)
+	var runs []broker.Message // 60 messages, 20 by 20 for each stream in turn
+	for i := range 60 {
+		m := broker.Message{ID: fmt.Sprintf("r-%d", i), Subject: "orders.created", Data: []byte("x")}
+		if i/20%2 == 1 {
+			m.Subject = "dlq.inventory"
+		}
+		runs = append(runs, m)
+	}
+	for _, batch := range [][]broker.Message{short, runs} {
+		if err := c.PublishBatch(t.Context(), batch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, stream := range []string{eventsStream, dlqStream} {
+		for _, m := range stored(t, c, stream) {
+			if id := m.Header.Get("Nats-Batch-Id"); id != "" {
+				t.Fatalf("%s: message %s was stored in atomic batch %s; want a single publish", stream, m.Header.Get(jetstream.MsgIDHeader), id)
+			}
+		}
+	}
+	if got, want := ids(stored(t, c, eventsStream)), append(msgIDs(short), msgIDs(slices.Concat(runs[:20], runs[40:]))...); !slices.Equal(got, want) {
+		t.Errorf("%s: got %v, want %v in order", eventsStream, got, want)
+	}
+}
+
 // Resending a batch that was stored, in whole or in part (a relay that
 // crashed before marking it), stores each message once: the server refuses
 // an atomic batch holding a duplicate, and the messages then go one by one,
@@ -118,8 +151,8 @@ func TestPublishBatchResendStoresEachMessageOnce(t *testing.T) {
 	s := brokertest.Start(t)
 	c := connect(t, s)
 	ensureStreams(t, c)
-	batch := msgs("created", 0, 10)
-	if err := c.PublishBatch(t.Context(), batch[:4]); err != nil {
+	batch := msgs("created", 0, 80)
+	if err := c.PublishBatch(t.Context(), batch[:40]); err != nil {
 		t.Fatal(err)
 	}
 	for range 2 {
@@ -138,15 +171,15 @@ func TestPublishBatchRefusedMessageFailsAlone(t *testing.T) {
 	s := brokertest.Start(t)
 	c := connect(t, s)
 	ensureStreams(t, c)
-	batch := msgs("created", 0, 5)
+	batch := msgs("created", 0, 40)
 	batch[2].Header = map[string]string{"Nats-Expected-Stream": "ELSEWHERE"} // the stream refuses it
 	err := c.PublishBatch(t.Context(), batch)
-	if err == nil || !strings.Contains(err.Error(), "1 of 5 messages not acknowledged") {
-		t.Fatalf("PublishBatch with one refused message: got %v, want 1 of 5 messages not acknowledged", err)
+	if err == nil || !strings.Contains(err.Error(), "1 of 40 messages not acknowledged") {
+		t.Fatalf("PublishBatch with one refused message: got %v, want 1 of 40 messages not acknowledged", err)
 	}
 	want := msgIDs(slices.Delete(slices.Clone(batch), 2, 3))
 	if got := ids(stored(t, c, eventsStream)); !slices.Equal(got, want) {
-		t.Errorf("stored ids: got %v, want the other four in order: %v", got, want)
+		t.Errorf("stored ids: got %v, want the other 39 in order: %v", got, want)
 	}
 }
 
@@ -157,9 +190,9 @@ func TestPublishBatchAcrossStreams(t *testing.T) {
 	c := connect(t, s)
 	ensureStreams(t, c)
 	var batch, toEvents, toDLQ []broker.Message
-	for i := range 12 {
+	for i := range 160 {
 		m := broker.Message{ID: fmt.Sprintf("m-%d", i), Subject: "orders.created", Data: []byte("x")}
-		if i/3%2 == 1 { // three by three
+		if i/40%2 == 1 { // forty by forty
 			m.Subject = "dlq.inventory"
 			toDLQ = append(toDLQ, m)
 		} else {
@@ -191,7 +224,7 @@ func TestPublishBatchWithoutAtomicPublish(t *testing.T) {
 	if _, err := c.JetStream().CreateStream(t.Context(), jetstream.StreamConfig{Name: eventsStream, Subjects: []string{"orders.>"}, Storage: jetstream.FileStorage}); err != nil {
 		t.Fatal(err)
 	}
-	batch := msgs("created", 0, 5)
+	batch := msgs("created", 0, 40)
 	if err := c.PublishBatch(t.Context(), batch); err != nil {
 		t.Fatal(err)
 	}
@@ -228,7 +261,7 @@ func TestPublishBatchWithoutStreamLookup(t *testing.T) {
 	}
 	t.Cleanup(c.Close)
 	ensureStreams(t, c)
-	batch := msgs("created", 0, 3)
+	batch := msgs("created", 0, 40)
 	if err := c.PublishBatch(t.Context(), batch); err != nil {
 		t.Fatalf("PublishBatch without stream names: %v", err)
 	}
