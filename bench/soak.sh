@@ -10,7 +10,7 @@
 # Prints a line per sample (seconds since the load began, RSS in MiB), then
 # the load's report and the smallest, largest and last RSS. Linux only
 # (reads /proc).
-# Needs go, curl and jq. The machine should be otherwise quiet.
+# Needs go and curl. The machine should be otherwise quiet.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,7 +21,9 @@ ADDR=${ADDR:-127.0.0.1:18084}
 
 work=$(mktemp -d /tmp/converge-soak.XXXXXX)
 pid=
+load=
 cleanup() {
+  if [ -n "$load" ]; then kill -INT "$load" 2>/dev/null || true; wait "$load" || true; fi
   if [ -n "$pid" ]; then kill -INT "$pid" 2>/dev/null || true; wait "$pid" || true; fi
   if [ -n "${OUT:-}" ]; then
     mkdir -p "$OUT"
@@ -35,7 +37,11 @@ trap cleanup EXIT
 go build -o "$work/converge" ./cmd/converge
 "$work/converge" dev --data "$work/data" --addr "$ADDR" --broker-port 0 >"$work/dev.log" 2>&1 &
 pid=$!
-for _ in $(seq 600); do curl -sf "http://$ADDR/readyz" >/dev/null && break; sleep 0.1; done
+for _ in $(seq 600); do
+  curl -sf "http://$ADDR/readyz" >/dev/null && break
+  kill -0 "$pid" 2>/dev/null || break # it exited: no use waiting
+  sleep 0.1
+done
 curl -sf "http://$ADDR/readyz" >/dev/null || { echo "converge dev did not become ready; its log:"; tail -20 "$work/dev.log"; exit 1; }
 
 "$work/converge" load --url "http://$ADDR" --data "$work/data" --rate "$RATE" --duration "$DURATION" \
@@ -46,10 +52,12 @@ rss() { awk '/^VmRSS:/ { printf "%.1f", $2 / 1024 }' "/proc/$pid/status"; }
 printf 'seconds\trss_mib\n' | tee "$work/rss.tsv"
 start=$(date +%s)
 while kill -0 "$load" 2>/dev/null; do
+  kill -0 "$pid" 2>/dev/null || { echo "converge dev exited during the run; its log:"; tail -20 "$work/dev.log"; exit 1; }
   printf '%s\t%s\n' "$(($(date +%s) - start))" "$(rss)" | tee -a "$work/rss.tsv"
   sleep "$EVERY"
 done
-wait "$load" || { cat "$work/load.txt"; exit 1; }
+wait "$load" || { cat "$work/load.txt"; load=; exit 1; }
+load=
 printf '%s\t%s\n' "$(($(date +%s) - start))" "$(rss)" | tee -a "$work/rss.tsv"
 cat "$work/load.txt"
 awk -F'\t' 'NR > 1 { if (min == "" || $2 < min) min = $2; if ($2 > max) max = $2; last = $2 }

@@ -24,7 +24,10 @@ type Message struct {
 // PublishBatch publishes msgs and returns nil only once every one of them
 // has been stored (a duplicate counts as stored). On error some messages
 // may have been stored; resending the whole batch is safe because of the
-// message IDs.
+// message IDs. Messages are stored in the order given when nothing fails;
+// after a failure the resend can store a failed message after a later one
+// of a short run (single publishes in flight together), which consumers
+// must tolerate, as they tolerate redeliveries.
 //
 // Runs of at least minAtomicBatch consecutive messages bound for the same
 // stream go as one atomic batch (nats-server 2.12 and later, on a stream
@@ -108,11 +111,16 @@ func (c *Conn) publishRuns(ctx context.Context, msgs []*nats.Msg) []error {
 	// message whose stream cannot be looked up on, the messages go one by
 	// one, as they would to no known stream.
 	streams := make([]string, len(msgs))
+	seen := map[string]string{} // this call's answers, "no stream" included
 	for i, m := range msgs {
-		s, err := c.streamOf(ctx, m.Subject)
-		if err != nil {
-			c.log.Warn("stream lookup failed; publishing one by one", "subject", m.Subject, "messages", len(msgs)-i, "err", err)
-			break
+		s, ok := seen[m.Subject]
+		if !ok {
+			var err error
+			if s, err = c.streamOf(ctx, m.Subject); err != nil {
+				c.log.Warn("stream lookup failed; publishing one by one", "subject", m.Subject, "messages", len(msgs)-i, "err", err)
+				break
+			}
+			seen[m.Subject] = s
 		}
 		streams[i] = s
 	}

@@ -56,7 +56,9 @@ const leaseName = "relay"
 // share it through a lease (a row in outbox_lease), and only the holder
 // publishes, the oldest unpublished rows first, so one order's events leave
 // in the order they were written and no row is published twice in normal
-// operation. The others stand by and take over when the holder's lease
+// operation. (After a failed publish the resend may store an event after a
+// later one; see broker.Conn.PublishBatch. The consumers apply events in
+// any order.) The others stand by and take over when the holder's lease
 // runs out. A holder that was paused past its lease may still publish the
 // batch it had in hand; those events carry their ids as Nats-Msg-Id, so the
 // broker drops them inside its duplicate window, and the consumers' inboxes

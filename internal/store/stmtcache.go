@@ -100,24 +100,21 @@ func (c *cachingConn) entry(ctx context.Context, query string) (*stmtEntry, erro
 	}
 	e := &stmtEntry{query: query, stmt: s}
 	c.byQuery[query] = c.lru.PushFront(e)
-	if c.lru.Len() > stmtCacheSize {
-		if err := c.evict(c.lru.Back()); err != nil {
-			return nil, err
+	// Out go the least recently used, past those whose rows are open.
+	var errs []error
+	for el := c.lru.Back(); el != nil && c.lru.Len() > stmtCacheSize; {
+		prev := el.Prev()
+		if old := el.Value.(*stmtEntry); !old.open {
+			c.lru.Remove(el)
+			delete(c.byQuery, old.query)
+			errs = append(errs, old.stmt.Close())
 		}
+		el = prev
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("close a statement no longer kept: %w", err)
 	}
 	return e, nil
-}
-
-// evict closes the statement of el, unless rows of it are open: then it
-// stays until they close.
-func (c *cachingConn) evict(el *list.Element) error {
-	e := el.Value.(*stmtEntry)
-	if e.open {
-		return nil
-	}
-	c.lru.Remove(el)
-	delete(c.byQuery, e.query)
-	return e.stmt.Close()
 }
 
 func (c *cachingConn) ExecContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
@@ -158,7 +155,9 @@ func (c *cachingConn) Close() error {
 	return errors.Join(append(errs, c.sqliteConn.Close())...)
 }
 
-// cachedRows frees its statement for the next query when closed.
+// cachedRows frees its statement for the next query when closed. It
+// forwards only what driver.Rows has: rows.ColumnTypes would lose the
+// driver's type details, which nothing here asks for.
 type cachedRows struct {
 	driver.Rows
 	entry *stmtEntry

@@ -18,6 +18,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/convergehq/converge/internal/broker"
@@ -149,8 +150,13 @@ type System struct {
 
 	lock *role.DataLock
 
-	brokerMu   sync.Mutex
-	brokerSrv  *broker.Server
+	brokerMu  sync.Mutex
+	brokerSrv *broker.Server
+	// brokerUp is brokerSrv for the services' in-process connections, nil
+	// from the moment a shutdown begins: nats.go asks for a connection
+	// while it holds its own lock, so the provider must never wait for
+	// brokerMu through a broker's start or shutdown.
+	brokerUp   atomic.Pointer[broker.Server]
 	brokerPort int // the port it got first, kept across restarts
 	brokerHTTP *role.BrokerEndpoint
 
@@ -377,6 +383,7 @@ func (s *System) StartBroker() error {
 		return fmt.Errorf("broker: %w", err)
 	}
 	s.brokerSrv, s.brokerPort, s.BrokerURL = srv, srv.Port(), srv.ClientURL()
+	s.brokerUp.Store(srv)
 	return nil
 }
 
@@ -386,7 +393,7 @@ func (s *System) StartBroker() error {
 type embeddedBroker struct{ s *System }
 
 func (b embeddedBroker) InProcessConn() (net.Conn, error) {
-	srv := b.s.broker()
+	srv := b.s.brokerUp.Load()
 	if srv == nil {
 		return nil, errors.New("the embedded broker is stopped")
 	}
@@ -406,6 +413,7 @@ func (s *System) StopBroker() {
 	s.brokerMu.Lock()
 	defer s.brokerMu.Unlock()
 	if s.brokerSrv != nil {
+		s.brokerUp.Store(nil)
 		s.brokerSrv.Shutdown()
 		s.brokerSrv = nil
 	}
