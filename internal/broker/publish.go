@@ -95,9 +95,9 @@ const (
 // published one by one.
 const streamLookupTimeout = 2 * time.Second
 
-// publishRuns cuts msgs into runs of consecutive messages for one stream
-// and publishes each run as an atomic batch, and returns one result per
-// message.
+// publishRuns cuts msgs into runs of consecutive messages for one stream,
+// publishes each run of at least minAtomicBatch as an atomic batch and the
+// others one by one, and returns one result per message.
 func (c *Conn) publishRuns(ctx context.Context, msgs []*nats.Msg) []error {
 	if err := c.publishable(ctx); err != nil {
 		return failAll(msgs, err)
