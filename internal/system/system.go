@@ -150,13 +150,12 @@ type System struct {
 
 	lock *role.DataLock
 
-	brokerMu  sync.Mutex
-	brokerSrv *broker.Server
-	// brokerUp is brokerSrv for the services' in-process connections, nil
-	// from the moment a shutdown begins: nats.go asks for a connection
-	// while it holds its own lock, so the provider must never wait for
-	// brokerMu through a broker's start or shutdown.
-	brokerUp   atomic.Pointer[broker.Server]
+	// brokerMu makes StartBroker and StopBroker take turns. brokerSrv is
+	// read without it, nil from the moment a shutdown begins: nats.go asks
+	// the in-process provider for a connection while it holds its own
+	// lock, so that must never wait through a broker's start or shutdown.
+	brokerMu   sync.Mutex
+	brokerSrv  atomic.Pointer[broker.Server]
 	brokerPort int // the port it got first, kept across restarts
 	brokerHTTP *role.BrokerEndpoint
 
@@ -367,7 +366,7 @@ func (s *System) Shutdown(ctx context.Context) error {
 func (s *System) StartBroker() error {
 	s.brokerMu.Lock()
 	defer s.brokerMu.Unlock()
-	if s.brokerSrv != nil {
+	if s.brokerSrv.Load() != nil {
 		return nil
 	}
 	port := s.cfg.BrokerPort
@@ -382,8 +381,8 @@ func (s *System) StartBroker() error {
 	if err != nil {
 		return fmt.Errorf("broker: %w", err)
 	}
-	s.brokerSrv, s.brokerPort, s.BrokerURL = srv, srv.Port(), srv.ClientURL()
-	s.brokerUp.Store(srv)
+	s.brokerPort, s.BrokerURL = srv.Port(), srv.ClientURL()
+	s.brokerSrv.Store(srv)
 	return nil
 }
 
@@ -393,7 +392,7 @@ func (s *System) StartBroker() error {
 type embeddedBroker struct{ s *System }
 
 func (b embeddedBroker) InProcessConn() (net.Conn, error) {
-	srv := b.s.brokerUp.Load()
+	srv := b.s.broker()
 	if srv == nil {
 		return nil, errors.New("the embedded broker is stopped")
 	}
@@ -401,21 +400,15 @@ func (b embeddedBroker) InProcessConn() (net.Conn, error) {
 }
 
 // broker is the embedded broker while it runs, else nil.
-func (s *System) broker() *broker.Server {
-	s.brokerMu.Lock()
-	defer s.brokerMu.Unlock()
-	return s.brokerSrv
-}
+func (s *System) broker() *broker.Server { return s.brokerSrv.Load() }
 
 // StopBroker shuts the embedded broker down; the services keep accepting
 // orders into their outboxes and reconnect when it is back.
 func (s *System) StopBroker() {
 	s.brokerMu.Lock()
 	defer s.brokerMu.Unlock()
-	if s.brokerSrv != nil {
-		s.brokerUp.Store(nil)
-		s.brokerSrv.Shutdown()
-		s.brokerSrv = nil
+	if srv := s.brokerSrv.Swap(nil); srv != nil {
+		srv.Shutdown()
 	}
 }
 
