@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"os/exec"
 	"path/filepath"
 
 	"github.com/convergehq/converge/internal/bench"
@@ -15,30 +17,44 @@ import (
 func runBench(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	cfg := bench.DefaultConfig()
 	fs := newFlagSet("bench")
-	topology := fs.String("topology", "embedded", "the system measured: embedded (one process, SQLite, embedded JetStream); cluster is not yet supported")
-	fs.IntVar(&cfg.Rounds, "rounds", cfg.Rounds, fmt.Sprintf("rounds, 1 to %d; each runs the bare chain and converge (in turn first) and measures the limits", bench.MaxRounds))
+	fs.StringVar(&cfg.Topology, "topology", cfg.Topology, "the system measured: embedded (one process, SQLite, embedded JetStream, beside the bare chain) or cluster (a process per instance: 3 brokers R3, PostgreSQL, Redis, beside pgbench)")
+	fs.StringVar(&cfg.Cluster.Postgres, "postgres", "", "cluster: `URL` of a database on the PostgreSQL server to measure (postgres://...); each flow and limit creates databases of its own beside it and drops them after")
+	fs.StringVar(&cfg.Cluster.Cache, "cache", "", "cluster: the Redis the services share, redis://host:6379/N; each flow's keys get a prefix of their own")
+	instances := fs.String("instances", "1,2,4", "cluster: the instance counts measured, comma-separated: each flow runs that many order services, inventory services and gateways")
+	fs.StringVar(&cfg.Cluster.Pgbench, "pgbench", "pgbench", "cluster: the pgbench `program` that measures the order transaction on the same server")
+	fs.StringVar(&cfg.Cluster.Binary, "binary", "", "cluster: the converge `executable` each process runs (default: this one)")
+	fs.IntVar(&cfg.Rounds, "rounds", cfg.Rounds, fmt.Sprintf("rounds, 1 to %d; each runs every flow (embedded: the bare chain and converge, in turn first; cluster: each instance count, in turn reversed) and measures the limits", bench.MaxRounds))
 	fs.IntVar(&cfg.Load.Orders, "orders", cfg.Load.Orders, fmt.Sprintf("orders each flow places per round, 1 to %d; with --duration, the most", load.MaxOrders))
 	fs.IntVar(&cfg.Load.Concurrency, "concurrency", cfg.Load.Concurrency, "closed model: workers placing orders; in both models, as many follow the orders to their outcomes")
 	fs.Float64Var(&cfg.Load.Rate, "rate", 0, "open model: start this many orders a second on a schedule, whatever the answers; 0: the closed model of --concurrency")
 	fs.DurationVar(&cfg.Load.Duration, "duration", 0, "stop placing orders after this long in each flow (--orders is then the most; by default rate x duration in the open model, unbounded in the closed one)")
 	fs.DurationVar(&cfg.Load.Timeout, "timeout", cfg.Load.Timeout, "stop a flow's load run after this long, which fails the bench; with --duration and no --timeout, a minute more than the duration")
 	fs.IntVar(&cfg.Load.SKUs, "skus", cfg.Load.SKUs, "SKUs LOAD-1..LOAD-n the orders draw from")
-	fs.IntVar(&cfg.Gateways, "gateways", cfg.Gateways, "API gateway instances behind the load balancer, in both flows")
+	fs.IntVar(&cfg.Gateways, "gateways", cfg.Gateways, "embedded: API gateway instances behind the load balancer, in both flows (the cluster runs as many as each instance count)")
 	fs.BoolVar(&cfg.AccessLog, "access-log", cfg.AccessLog, "every role formats a log line per HTTP request, as converge dev does by default (the lines are not shown)")
-	fs.DurationVar(&cfg.LimitsTime, "limits-time", cfg.LimitsTime, "how long each raw limit (fsync, SQLite, publish one by one, publish batched) is measured per round")
+	fs.DurationVar(&cfg.LimitsTime, "limits-time", cfg.LimitsTime, "how long each raw limit (fsync, SQLite or PostgreSQL and pgbench, publish one by one, publish batched) is measured per round")
 	fs.StringVar(&cfg.Dir, "dir", "", "`directory` on the disk to measure, where each run gets a fresh data directory, removed after it (default: the system's temporary directory)")
 	outDir := fs.String("out", "", "also write bench.json (every round's figures) and bench.svg (the summary as bars) into this `directory`")
 	if err := parseFlags(fs, args, getenv, stdout); err != nil {
 		return err
 	}
-	switch *topology {
-	case "embedded":
-	case "cluster":
-		return usageError{"bench: --topology cluster is not yet supported; only embedded is"}
-	default:
-		return usageError{fmt.Sprintf("bench: --topology must be embedded, got %q", *topology)}
-	}
 	loadDefaults(&cfg.Load, fs, getenv)
+	if cfg.Topology == bench.Cluster {
+		var err error
+		if cfg.Cluster.Instances, err = bench.ParseInstances(*instances); err != nil {
+			return usageError{"bench: " + err.Error()}
+		}
+		if cfg.Cluster.Binary == "" {
+			if cfg.Cluster.Binary, err = os.Executable(); err != nil {
+				return fmt.Errorf("bench: the converge binary: %w", err)
+			}
+		}
+		if cfg.Cluster.Pgbench != "" {
+			if cfg.Cluster.Pgbench, err = exec.LookPath(cfg.Cluster.Pgbench); err != nil {
+				return usageError{fmt.Sprintf("bench: the cluster topology compares with pgbench: %v (Debian: apt install postgresql-client)", err)}
+			}
+		}
+	}
 	if err := cfg.Validate(); err != nil {
 		return usageError{"bench: " + err.Error()}
 	}

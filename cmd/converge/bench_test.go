@@ -4,11 +4,16 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/convergehq/converge/internal/bench"
+	"github.com/convergehq/converge/internal/cache/rediscache/redistest"
+	"github.com/convergehq/converge/internal/cluster/clustertest"
+	"github.com/convergehq/converge/internal/store"
+	"github.com/convergehq/converge/internal/store/storetest"
 )
 
 // TestBench runs converge bench with a tiny load and checks that every
@@ -24,23 +29,13 @@ func TestBench(t *testing.T) {
 		t.Fatalf("run(%q): %v\nstdout:\n%s\nstderr:\n%s", args, err, stdout.String(), stderr.String())
 	}
 	for _, want := range []string{"bare chain (lb + 2 gateways + 202 stub)", "converge embedded", "ratio converge / bare chain",
-		"disk: 8 KiB append + fsync", "SQLite order transaction", "JetStream publish, one by one", "JetStream publish, batch 256", "order -> final p99", "every invariant of converge check OK"} {
+		"disk: 8 KiB append + fsync", "SQLite order transaction", "JetStream publish, one by one", "JetStream publish, batch 256", "order -> final p99", "converge: machine CPU per order", "every invariant of converge check OK"} {
 		if !strings.Contains(stdout.String(), want) {
 			t.Errorf("output has no line %q:\n%s", want, stdout.String())
 		}
 	}
 
-	raw, err := os.ReadFile(filepath.Join(out, bench.FileJSON))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got struct {
-		Rounds  []bench.Round  `json:"rounds"`
-		Summary []bench.Figure `json:"summary"`
-	}
-	if err := json.Unmarshal(raw, &got); err != nil {
-		t.Fatalf("%s: %v", bench.FileJSON, err)
-	}
+	got := readBenchJSON(t, out)
 	if len(got.Rounds) != 1 {
 		t.Fatalf("%s has %d rounds, want 1", bench.FileJSON, len(got.Rounds))
 	}
@@ -51,8 +46,8 @@ func TestBench(t *testing.T) {
 	if want := r.Real.Rate / r.Bare.Rate; r.Ratio != want {
 		t.Errorf("ratio = %g, want converge / bare chain = %g / %g = %g", r.Ratio, r.Real.Rate, r.Bare.Rate, want)
 	}
-	if len(got.Summary) < 9 {
-		t.Errorf("summary has %d figures, want 9", len(got.Summary))
+	if len(got.Summary) != 12 {
+		t.Errorf("summary has %d figures, want 12", len(got.Summary))
 	}
 	for _, f := range got.Summary {
 		if !(f.Median > 0) || len(f.Rounds) != 1 {
@@ -68,13 +63,111 @@ func TestBench(t *testing.T) {
 	}
 }
 
+// benchJSON is what bench.json holds that the tests read.
+type benchJSON struct {
+	Rounds  []bench.Round  `json:"rounds"`
+	Summary []bench.Figure `json:"summary"`
+}
+
+func readBenchJSON(t *testing.T, dir string) benchJSON {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(dir, bench.FileJSON))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got benchJSON
+	if err := json.Unmarshal(raw, &got); err != nil {
+		t.Fatalf("%s: %v", bench.FileJSON, err)
+	}
+	return got
+}
+
+// clusterArgs are a valid cluster topology's flags, then args.
+func clusterArgs(args ...string) []string {
+	return append([]string{"--topology", "cluster", "--postgres", "postgres://127.0.0.1/x", "--cache", "redis://127.0.0.1:6379/0"}, args...)
+}
+
+// TestBenchCluster runs converge bench on the cluster topology with a tiny
+// load and two instance counts, and checks that every figure was measured,
+// each flow converged and the ratio to pgbench was computed; it asserts
+// no speed.
+func TestBenchCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the cluster topology twice: not in -short")
+	}
+	pg := storetest.RequirePostgres(t)
+	cache := redistest.URL(t)
+	if _, err := exec.LookPath("pgbench"); err != nil {
+		t.Skipf("pgbench is not installed (Debian: apt install postgresql-client): %v", err)
+	}
+	db, err := store.Open(context.Background(), pg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	benchDBs := func() int {
+		t.Helper()
+		var n int
+		if err := db.QueryRowContext(context.Background(), `SELECT count(*) FROM pg_database WHERE datname LIKE 'converge\_bench\_%'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	before := benchDBs()
+	out := filepath.Join(t.TempDir(), "out")
+	args := []string{"bench", "--topology", "cluster", "--postgres", pg, "--cache", cache, "--binary", clustertest.Binary(t),
+		"--instances", "2,1", "--rounds", "1", "--orders", "200", "--concurrency", "8", "--limits-time", "1s", "--dir", t.TempDir(), "--out", out}
+	var stdout, stderr strings.Builder
+	if err := run(context.Background(), args, func(string) string { return "" }, &stdout, &stderr); err != nil {
+		t.Fatalf("run(%q): %v\nstdout:\n%s\nstderr:\n%s", args, err, stdout.String(), stderr.String())
+	}
+	for _, want := range []string{"converge cluster, 1 of each service", "converge cluster, 2 of each service: ratio to pgbench",
+		"pgbench order transaction, 8 clients", "PostgreSQL order transaction, order service code, 8 clients", "disk: 8 KiB append + fsync",
+		"JetStream R3 publish, one by one", "JetStream R3 publish, batch 256", "1 of each service: machine CPU per order", "pgbench: machine CPU per commit", "every invariant of converge check OK"} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("output has no line %q:\n%s", want, stdout.String())
+		}
+	}
+	got := readBenchJSON(t, out)
+	if len(got.Rounds) != 1 || len(got.Rounds[0].Cluster) != 2 {
+		t.Fatalf("%s: want 1 round of 2 cluster flows, got %+v", bench.FileJSON, got.Rounds)
+	}
+	r := got.Rounds[0]
+	for i, f := range r.Cluster {
+		if f.Instances != i+1 || f.Converged != 200 {
+			t.Errorf("cluster flow %d: %d instances, %d converged; want %d and 200", i, f.Instances, f.Converged, i+1)
+		}
+		if want := f.Rate / r.Limits.Pgbench; f.Ratio != want {
+			t.Errorf("%d instances: ratio = %g, want rate / pgbench = %g / %g = %g", f.Instances, f.Ratio, f.Rate, r.Limits.Pgbench, want)
+		}
+	}
+	if len(got.Summary) != 16 {
+		t.Errorf("summary has %d figures, want 16", len(got.Summary))
+	}
+	for _, f := range got.Summary {
+		if !(f.Median > 0) || len(f.Rounds) != 1 {
+			t.Errorf("figure %q: median %g over %d rounds, want > 0 over 1", f.What, f.Median, len(f.Rounds))
+		}
+	}
+	// The flows' and limits' databases are dropped.
+	if left := benchDBs() - before; left != 0 {
+		t.Errorf("%d more converge_bench_ databases on the server after the bench, want 0", left)
+	}
+}
+
 func TestBenchUsageErrors(t *testing.T) {
 	tests := []struct {
 		name, want string
 		args       []string
 	}{
-		{"cluster", "bench: --topology cluster is not yet supported", []string{"--topology", "cluster"}},
-		{"unknown topology", `bench: --topology must be embedded, got "mesh"`, []string{"--topology", "mesh"}},
+		{"unknown topology", `bench: topology must be embedded or cluster, got "mesh"`, []string{"--topology", "mesh"}},
+		{"cluster without postgres", "bench: the cluster topology needs PostgreSQL: --postgres", []string{"--topology", "cluster", "--cache", "redis://127.0.0.1:6379/0"}},
+		{"cluster on sqlite", "bench: the cluster topology needs PostgreSQL", []string{"--topology", "cluster", "--postgres", "sqlite:x.db", "--cache", "redis://127.0.0.1:6379/0"}},
+		{"cluster without cache", "bench: the cluster topology needs Redis: --cache", []string{"--topology", "cluster", "--postgres", "postgres://127.0.0.1/x"}},
+		{"instances not a number", `bench: instances: "two" is not a number`, []string{"--topology", "cluster", "--instances", "1,two"}},
+		{"no instances", "bench: instances must each be 1 to 16, got 0", clusterArgs("--instances", "0")},
+		{"instances twice", "bench: instances: 2 is given twice", clusterArgs("--instances", "1,2,2")},
+		{"no pgbench", "bench: the cluster topology compares with pgbench: exec: \"no-such-pgbench\"", clusterArgs("--pgbench", "no-such-pgbench")},
 		{"no rounds", "bench: rounds must be 1 to 100, got 0", []string{"--rounds", "0"}},
 		{"no limits time", "bench: limits time must be", []string{"--limits-time", "0s"}},
 		{"no orders", "bench: orders must be 1 to", []string{"--orders", "0"}},
@@ -96,4 +189,10 @@ func TestBenchUsageErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	clustertest.Cleanup() // the binary TestBenchCluster built
+	os.Exit(code)
 }

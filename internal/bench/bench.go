@@ -23,12 +23,18 @@ import (
 	"github.com/convergehq/converge/internal/check"
 	"github.com/convergehq/converge/internal/load"
 	"github.com/convergehq/converge/internal/role"
+	"github.com/convergehq/converge/internal/store"
 	"github.com/convergehq/converge/internal/system"
 )
 
 // Config is one bench run.
 type Config struct {
-	// Load is the load of both flows; its URL and APIKey are set for each.
+	// Topology is what is measured: Embedded (the bare chain beside the
+	// embedded system) or Cluster (the cluster topology with each of
+	// Cluster.Instances, beside pgbench).
+	Topology string        `json:"topology"`
+	Cluster  ClusterConfig `json:"cluster,omitzero"`
+	// Load is the load of every flow; its URL and APIKey are set for each.
 	Load       load.Config   `json:"load"`
 	Rounds     int           `json:"rounds"`
 	Gateways   int           `json:"gateways"`   // API gateways behind the load balancer, in both flows
@@ -49,6 +55,8 @@ func DefaultConfig() Config {
 	lc := load.DefaultConfig()
 	lc.APIKey = "bench" // replaced by each flow's own; Validate wants one
 	return Config{
+		Topology:   Embedded,
+		Cluster:    ClusterConfig{Instances: []int{1, 2, 4}},
 		Load:       lc,
 		Rounds:     3,
 		Gateways:   system.DefaultConfig().Gateways,
@@ -70,6 +78,13 @@ func (c Config) Validate() error {
 	if err := c.Load.Validate(); err != nil {
 		return errors.New(strings.TrimPrefix(err.Error(), load.ErrConfig.Error()+": "))
 	}
+	switch c.Topology {
+	case Embedded:
+	case Cluster:
+		return c.Cluster.validate()
+	default:
+		return fmt.Errorf("topology must be %s or %s, got %q", Embedded, Cluster, c.Topology)
+	}
 	return nil
 }
 
@@ -87,6 +102,9 @@ type Flow struct {
 	// with the final status.
 	SeenFinalP50 time.Duration `json:"seen_final_p50_ns"`
 	SeenFinalP99 time.Duration `json:"seen_final_p99_ns"`
+	// CPU is the machine's, over the load run, per converged order: the
+	// system's processes, the servers it uses and the load client alike.
+	CPU CPU `json:"cpu"`
 }
 
 func flowOf(rep load.Report) Flow {
@@ -98,12 +116,14 @@ func flowOf(rep load.Report) Flow {
 	}
 }
 
-// Round is one round's figures.
+// Round is one round's figures: Bare, Real and Ratio of the embedded
+// topology, or Cluster of the cluster topology.
 type Round struct {
-	Bare   Flow    `json:"bare_chain"`
-	Real   Flow    `json:"converge"`
-	Ratio  float64 `json:"ratio"` // Real.Rate / Bare.Rate
-	Limits Limits  `json:"limits"`
+	Bare    Flow          `json:"bare_chain,omitzero"`
+	Real    Flow          `json:"converge,omitzero"`
+	Ratio   float64       `json:"ratio,omitempty"` // Real.Rate / Bare.Rate
+	Cluster []ClusterFlow `json:"cluster,omitempty"`
+	Limits  Limits        `json:"limits"`
 }
 
 // Result is a whole run.
@@ -114,8 +134,9 @@ type Result struct {
 	Rounds   []Round   `json:"rounds"`
 }
 
-// Run runs cfg.Rounds rounds. Each runs the bare chain and the real flow
-// (in turn first) under the same load, then measures the limits. A load
+// Run runs cfg.Rounds rounds. In the embedded topology each runs the bare
+// chain and the real flow (in turn first) under the same load, then
+// measures the limits; in the cluster topology, see runClusterRound. A load
 // run that fails (a request failed, an order stayed PENDING), or a real
 // flow after which an invariant of converge check fails, fails the bench:
 // a rate that does not converge correctly is not a figure. The Result holds
@@ -124,7 +145,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (Result, error) {
 	if err := cfg.Validate(); err != nil {
 		return Result{}, err
 	}
-	res := Result{Topology: system.Embedded, Config: cfg, Started: time.Now().UTC()}
+	res := Result{Topology: cfg.Topology, Config: cfg, Started: time.Now().UTC()}
 	res.Config.Load.URL, res.Config.Load.APIKey = "", "" // each flow's own
 	step := func(format string, args ...any) {
 		if cfg.OnStep != nil {
@@ -136,6 +157,20 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (Result, error) {
 		dir = os.TempDir()
 	}
 	for i := range cfg.Rounds {
+		if cfg.Topology == Cluster {
+			r, err := runClusterRound(ctx, cfg, i, dir, log, step)
+			if err != nil {
+				return res, err
+			}
+			res.Rounds = append(res.Rounds, r)
+			var flows []string
+			for _, f := range r.Cluster {
+				flows = append(flows, fmt.Sprintf("%d: %.0f orders/s (%.2f)", f.Instances, f.Rate, f.Ratio))
+			}
+			step("round %d/%d: converge cluster by instances of each service %s; pgbench %.0f, PostgreSQL order tx %.0f commits/s; fsync %.0f/s; R3 publish %.0f (one by one), %.0f (batch %d) msgs/s",
+				i+1, cfg.Rounds, strings.Join(flows, ", "), r.Limits.Pgbench, r.Limits.PostgresOrder, r.Limits.Fsync, r.Limits.PublishOne, r.Limits.PublishBatch, publishBatch)
+			continue
+		}
 		var r Round
 		flows := []struct {
 			name string
@@ -245,7 +280,7 @@ func runReal(ctx context.Context, cfg Config, dir string, log *slog.Logger) (_ F
 	if err != nil {
 		return Flow{}, err
 	}
-	return fl, checkSettles(ctx, s, settleTime)
+	return fl, checkSettles(ctx, s.OpenDatabases, settleTime)
 }
 
 // settleTime is how long the invariants may take to hold once the load
@@ -253,11 +288,11 @@ func runReal(ctx context.Context, cfg Config, dir string, log *slog.Logger) (_ F
 // published.
 const settleTime = 30 * time.Second
 
-// checkSettles runs converge check's invariants over the system's
-// databases until all hold, and fails if one still does not after d: a
-// rate reached by breaking one is not a figure.
-func checkSettles(ctx context.Context, s *system.System, d time.Duration) (err error) {
-	orders, inventory, err := s.OpenDatabases(ctx)
+// checkSettles runs converge check's invariants over the databases open
+// opens until all hold, and fails if one still does not after d: a rate
+// reached by breaking one is not a figure.
+func checkSettles(ctx context.Context, open func(context.Context) (orders, inventory *store.DB, err error), d time.Duration) (err error) {
+	orders, inventory, err := open(ctx)
 	if err != nil {
 		return err
 	}
@@ -292,9 +327,19 @@ func drive(ctx context.Context, lc load.Config, url, key string) (Flow, error) {
 	lc.URL, lc.APIKey = url, key
 	client := load.NewClient(lc.Connections())
 	defer client.CloseIdleConnections()
+	before, err := readCPU()
+	if err != nil {
+		return Flow{}, err
+	}
 	rep, err := load.Run(ctx, lc, client)
 	if err != nil {
 		return Flow{}, err
 	}
-	return flowOf(rep), nil
+	after, err := readCPU()
+	if err != nil {
+		return Flow{}, err
+	}
+	fl := flowOf(rep)
+	fl.CPU = before.since(after, rep.Converged)
+	return fl, nil
 }

@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -21,8 +23,17 @@ import (
 // Limits are the raw rates of the parts one order crosses, each measured
 // alone for a fixed time on the same disk as the system's data.
 type Limits struct {
-	Fsync        float64 `json:"fsync_per_s"`           // 8 KiB append + fsync
-	SQLiteOrder  float64 `json:"sqlite_order_tx_per_s"` // the order transaction: order row + outbox row, one commit
+	Fsync       float64 `json:"fsync_per_s"`                     // 8 KiB append + fsync
+	SQLiteOrder float64 `json:"sqlite_order_tx_per_s,omitempty"` // the order transaction: order row + outbox row, one commit (embedded)
+	// PostgresOrder and Pgbench are the order transaction on PostgreSQL
+	// from as many clients as the load has, by the order service's code
+	// and by pgbench (cluster).
+	PostgresOrder float64 `json:"postgres_order_tx_per_s,omitempty"`
+	Pgbench       float64 `json:"pgbench_order_tx_per_s,omitempty"`
+	PgbenchCPU    CPU     `json:"pgbench_cpu,omitzero"` // the machine's, per pgbench commit
+	// PublishOne and PublishBatch are durable publishes: to an embedded
+	// broker of the bench's own (embedded), or to an R3 stream on the
+	// cluster's three brokers (cluster).
 	PublishOne   float64 `json:"publish_one_msgs_per_s"`
 	PublishBatch float64 `json:"publish_batch_msgs_per_s"` // PublishBatch of publishBatch messages
 }
@@ -92,7 +103,14 @@ func sqliteOrderRate(ctx context.Context, dir string, d time.Duration) (_ float6
 		return 0, err
 	}
 	defer func() { err = errors.Join(err, os.RemoveAll(sub)) }()
-	db, err := store.Open(ctx, "sqlite:"+filepath.Join(sub, "order.db"))
+	return orderTxRate(ctx, "sqlite:"+filepath.Join(sub, "order.db"), 1, d)
+}
+
+// orderTxRate commits the order transaction with the order service's own
+// code and driver from clients goroutines for d, on the database at url
+// (migrated first), and returns the commits a second of them all.
+func orderTxRate(ctx context.Context, url string, clients int, d time.Duration) (_ float64, err error) {
+	db, err := store.Open(ctx, url)
 	if err != nil {
 		return 0, err
 	}
@@ -101,15 +119,37 @@ func sqliteOrderRate(ctx context.Context, dir string, d time.Duration) (_ float6
 	if err != nil {
 		return 0, err
 	}
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		total float64
+		errs  []error
+	)
+	for c := range clients {
+		wg.Go(func() {
+			r, err := timed(ctx, d, 1, orderTx(ctx, st, fmt.Sprintf("bench-%d-", c)))
+			mu.Lock()
+			defer mu.Unlock()
+			total += r
+			errs = append(errs, err)
+		})
+	}
+	wg.Wait()
+	return total, errors.Join(errs...)
+}
+
+// orderTx returns a step of timed that commits the order transaction: a
+// PENDING order of customer prefix+i and its order.created event.
+func orderTx(ctx context.Context, st *ordersql.Store, prefix string) func(i int) error {
 	items := []order.Item{{SKU: "LOAD-1", Quantity: 2}}
-	return timed(ctx, d, 1, func(i int) error {
+	return func(i int) error {
 		return st.Update(ctx, func(tx order.Tx) error {
 			id, err := uuid.NewV7()
 			if err != nil {
 				return err
 			}
 			now := time.Now().UTC().Truncate(time.Microsecond)
-			o := order.Order{ID: id.String(), CustomerID: fmt.Sprint("bench-", i), Status: order.Pending, Items: items, CreatedAt: now, UpdatedAt: now}
+			o := order.Order{ID: id.String(), CustomerID: prefix + strconv.Itoa(i), Status: order.Pending, Items: items, CreatedAt: now, UpdatedAt: now}
 			if err := tx.Create(ctx, o, now, "", ""); err != nil {
 				return err
 			}
@@ -120,7 +160,7 @@ func sqliteOrderRate(ctx context.Context, dir string, d time.Duration) (_ float6
 			}
 			return tx.Emit(ctx, e)
 		})
-	})
+	}
 }
 
 // publishRates publishes 400-byte messages durably (an embedded broker of
@@ -137,14 +177,27 @@ func publishRates(ctx context.Context, dir string, d time.Duration, log *slog.Lo
 		return 0, 0, err
 	}
 	defer srv.Shutdown()
-	c, err := broker.Connect(ctx, srv.ClientURL(), "bench", log)
+	return publishRatesOn(ctx, broker.ClientConfig{URLs: []string{srv.ClientURL()}, Name: "bench"}, 1, d, log)
+}
+
+// publishRatesOn publishes 400-byte messages through PublishBatch into a
+// stream of its own with replicas replicas on the brokers cc reaches, one
+// at a time and in batches of publishBatch, and deletes the stream.
+func publishRatesOn(ctx context.Context, cc broker.ClientConfig, replicas int, d time.Duration, log *slog.Logger) (one, batch float64, err error) {
+	c, err := broker.Dial(ctx, cc, log)
 	if err != nil {
 		return 0, 0, err
 	}
 	defer c.Close()
-	if err := c.EnsureStream(ctx, broker.StreamConfig{Name: "BENCH", Subjects: []string{"bench.>"}}); err != nil {
+	const stream = "BENCH_LIMITS"
+	if err := c.EnsureStream(ctx, broker.StreamConfig{Name: stream, Subjects: []string{"bench.>"}, Replicas: replicas}); err != nil {
 		return 0, 0, err
 	}
+	defer func() {
+		if derr := c.JetStream().DeleteStream(context.WithoutCancel(ctx), stream); derr != nil {
+			err = errors.Join(err, fmt.Errorf("delete stream %s: %w", stream, derr))
+		}
+	}()
 	payload := make([]byte, 400)
 	seq := 0
 	rate := func(size int) (float64, error) {

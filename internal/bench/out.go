@@ -52,6 +52,9 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 // Figures sums the rounds up, in the order the summary prints them.
 func (res Result) Figures() []Figure {
 	rs := res.Rounds
+	if res.Topology == Cluster {
+		return res.clusterFigures()
+	}
 	chain := fmt.Sprintf("bare chain (lb + %d gateways + 202 stub)", res.Config.Gateways)
 	return []Figure{
 		figure(chain, "orders/s", rs, func(r Round) float64 { return r.Bare.Rate }),
@@ -59,11 +62,50 @@ func (res Result) Figures() []Figure {
 		figure("ratio converge / bare chain", "", rs, func(r Round) float64 { return r.Ratio }),
 		figure("converge order -> final p50", "ms", rs, func(r Round) float64 { return ms(r.Real.ToFinalP50) }),
 		figure("converge order -> final p99", "ms", rs, func(r Round) float64 { return ms(r.Real.ToFinalP99) }),
+		figure("bare chain: machine CPU per order", "ms", rs, func(r Round) float64 { return ms(r.Bare.CPU.PerUnit) }),
+		figure("converge: machine CPU per order", "ms", rs, func(r Round) float64 { return ms(r.Real.CPU.PerUnit) }),
+		figure("converge: cores busy", "%", rs, func(r Round) float64 { return 100 * r.Real.CPU.Busy }),
 		figure("disk: 8 KiB append + fsync", "fsyncs/s", rs, func(r Round) float64 { return r.Limits.Fsync }),
 		figure("SQLite order transaction (FULL)", "commits/s", rs, func(r Round) float64 { return r.Limits.SQLiteOrder }),
 		figure("JetStream publish, one by one", "msgs/s", rs, func(r Round) float64 { return r.Limits.PublishOne }),
 		figure(fmt.Sprintf("JetStream publish, batch %d", publishBatch), "msgs/s", rs, func(r Round) float64 { return r.Limits.PublishBatch }),
 	}
+}
+
+// clusterFigures are the cluster topology's: a rate, its ratio to
+// pgbench and the latencies for each instance count, then the limits.
+func (res Result) clusterFigures() []Figure {
+	rs := res.Rounds
+	var figs []Figure
+	for _, n := range res.Config.Cluster.Instances {
+		// Each round holds the flows sorted by instances; the config's
+		// counts are in the order given.
+		at := func(r Round) ClusterFlow {
+			for _, f := range r.Cluster {
+				if f.Instances == n {
+					return f
+				}
+			}
+			return ClusterFlow{}
+		}
+		name := fmt.Sprintf("converge cluster, %d of each service", n)
+		figs = append(figs,
+			figure(name, "orders/s", rs, func(r Round) float64 { return at(r).Rate }),
+			figure(name+": ratio to pgbench", "", rs, func(r Round) float64 { return at(r).Ratio }),
+			figure(name+": order -> final p50", "ms", rs, func(r Round) float64 { return ms(at(r).ToFinalP50) }),
+			figure(name+": order -> final p99", "ms", rs, func(r Round) float64 { return ms(at(r).ToFinalP99) }),
+			figure(name+": machine CPU per order", "ms", rs, func(r Round) float64 { return ms(at(r).CPU.PerUnit) }),
+		)
+	}
+	clients := res.Config.Load.Concurrency
+	return append(figs,
+		figure(fmt.Sprintf("pgbench order transaction, %d clients", clients), "commits/s", rs, func(r Round) float64 { return r.Limits.Pgbench }),
+		figure("pgbench: machine CPU per commit", "ms", rs, func(r Round) float64 { return ms(r.Limits.PgbenchCPU.PerUnit) }),
+		figure(fmt.Sprintf("PostgreSQL order transaction, order service code, %d clients", clients), "commits/s", rs, func(r Round) float64 { return r.Limits.PostgresOrder }),
+		figure("disk: 8 KiB append + fsync", "fsyncs/s", rs, func(r Round) float64 { return r.Limits.Fsync }),
+		figure("JetStream R3 publish, one by one", "msgs/s", rs, func(r Round) float64 { return r.Limits.PublishOne }),
+		figure(fmt.Sprintf("JetStream R3 publish, batch %d", publishBatch), "msgs/s", rs, func(r Round) float64 { return r.Limits.PublishBatch }),
+	)
 }
 
 func num(v float64) string {
@@ -90,7 +132,11 @@ func (res Result) Print(w io.Writer) error {
 	}
 	// Run keeps only the rounds whose load runs passed and whose converge
 	// run then held every invariant.
-	_, err := fmt.Fprintln(w, "every load run: 0 errors, 0 PENDING; after every converge run, every invariant of converge check OK")
+	line := "every load run: 0 errors, 0 PENDING; after every converge run, every invariant of converge check OK"
+	if res.Topology == Cluster {
+		line += "\ncluster: 3 brokers (R3 streams, fsync always), PostgreSQL and Redis shared by the instances; pgbench runs the order transaction (order row + outbox row, one commit) on the same server"
+	}
+	_, err := fmt.Fprintln(w, line)
 	return err
 }
 
@@ -134,9 +180,12 @@ func (res Result) svg() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%.0f" height="%.0f" font-family="sans-serif" font-size="13">`+"\n", width, height)
 	fmt.Fprintf(&b, `<rect width="100%%" height="100%%" fill="white"/>`+"\n")
-	ratio := figure("", "", res.Rounds, func(r Round) float64 { return r.Ratio })
-	fmt.Fprintf(&b, `<text x="10" y="22" font-size="15">converge bench, %s: converge / bare chain %s; medians of %d rounds, min..max as a line, bars of one unit on one scale</text>`+"\n",
-		html.EscapeString(res.Topology), num(ratio.Median), len(res.Rounds))
+	title := "converge bench, embedded: converge / bare chain " + num(figure("", "", res.Rounds, func(r Round) float64 { return r.Ratio }).Median)
+	if res.Topology == Cluster {
+		title = "converge bench, cluster: by instances of each service, beside pgbench"
+	}
+	fmt.Fprintf(&b, `<text x="10" y="22" font-size="15">%s; medians of %d rounds, min..max as a line, bars of one unit on one scale</text>`+"\n",
+		html.EscapeString(title), len(res.Rounds))
 	for i, f := range figs {
 		y := top + rowH*float64(i)
 		x := func(v float64) float64 {

@@ -33,7 +33,7 @@ import (
 type Config struct {
 	Binary         string // the converge executable to start once per process
 	DataDir        string // broker stores, logs, credentials
-	Addr           string // the load balancer's address
+	Addr           string // the load balancer's address; port 0 picks a free one
 	APIKey         string
 	AdminKey       string // the gateways' admin key (/api/v1/admin/)
 	OrderDB        string // postgres://...
@@ -171,6 +171,16 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Cluster, err e
 				given[n] = true
 			}
 		}
+	}
+	// A load balancer on port 0 gets a free port of its own, as the other
+	// processes do: the address must be known before it starts.
+	if host, port, err := net.SplitHostPort(cfg.Addr); err == nil && port == "0" {
+		ports, err := freePorts(given, 1)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Addr = net.JoinHostPort(host, strconv.Itoa(ports[0]))
+		c.cfg.Addr = cfg.Addr
 	}
 	// The page's address is held from now on: a port taken fails the
 	// start before any process does.

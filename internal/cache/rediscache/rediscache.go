@@ -186,6 +186,35 @@ func (c *Cache) Close() error {
 	return nil
 }
 
+// Purge deletes every key of the cache: all keys under its prefix, of
+// every process that shares it. For a prefix no process uses any more.
+func (c *Cache) Purge(ctx context.Context) error {
+	iter := c.client.Scan(ctx, 0, c.prefix+"*", 1000).Iterator()
+	var batch []string
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		err := c.client.Del(ctx, batch...).Err()
+		batch = batch[:0]
+		if err != nil {
+			return fmt.Errorf("rediscache: purge %s*: %w", c.prefix, err)
+		}
+		return nil
+	}
+	for iter.Next(ctx) {
+		if batch = append(batch, iter.Val()); len(batch) == 1000 {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+	if err := iter.Err(); err != nil {
+		return fmt.Errorf("rediscache: purge %s*: %w", c.prefix, err)
+	}
+	return flush()
+}
+
 func (c *Cache) valKey(key string) string { return c.prefix + "val:" + key }
 func (c *Cache) verKey(key string) string { return c.prefix + "ver:" + key }
 func (c *Cache) genKey() string           { return c.prefix + "gen" }

@@ -2,6 +2,7 @@ package rediscache_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -43,6 +44,40 @@ func TestExpiredVersionRefusesFill(t *testing.T) {
 	}
 	if _, found, _, err := c.Get(ctx, "k"); err != nil || found {
 		t.Fatalf("Get after a fill on a re-created version: found %v, %v; want a miss", found, err)
+	}
+}
+
+// Purge deletes every key under the cache's prefix, more than one SCAN
+// page and one DEL batch of them, and none under another prefix.
+func TestPurge(t *testing.T) {
+	url := redistest.URL(t)
+	ctx := context.Background()
+	gone := redistest.New(t, url, rediscache.Options{Prefix: redistest.Prefix(t, url)})
+	kept := redistest.New(t, url, rediscache.Options{Prefix: redistest.Prefix(t, url)})
+	fill := func(c *rediscache.Cache, key string) {
+		t.Helper()
+		_, _, tok, err := c.Get(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Fill(ctx, key, []byte("v"), tok, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 1500 {
+		fill(gone, fmt.Sprint("k", i))
+	}
+	fill(kept, "k0")
+	if err := gone.Purge(ctx); err != nil {
+		t.Fatalf("Purge: %v", err)
+	}
+	for _, key := range []string{"k0", "k1499"} {
+		if _, found, _, err := gone.Get(ctx, key); err != nil || found {
+			t.Errorf("Get(%s) after Purge: found %v, %v; want a miss", key, found, err)
+		}
+	}
+	if v, found, _, err := kept.Get(ctx, "k0"); err != nil || !found || string(v) != "v" {
+		t.Errorf("Get(k0) under another prefix after Purge: %q, found %v, %v; want v", v, found, err)
 	}
 }
 

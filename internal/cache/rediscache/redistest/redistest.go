@@ -9,8 +9,7 @@ import (
 	"os"
 	"strings"
 	"testing"
-
-	"github.com/redis/go-redis/v9"
+	"time"
 
 	"github.com/convergehq/converge/internal/cache"
 	"github.com/convergehq/converge/internal/cache/rediscache"
@@ -35,22 +34,16 @@ func Prefix(t testing.TB, url string) string {
 	t.Helper()
 	p := "converge-test:" + rand.Text() + ":"
 	t.Cleanup(func() {
-		opts, err := redis.ParseURL(url)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		c, err := rediscache.New(ctx, url, rediscache.Options{Prefix: p})
 		if err != nil {
 			t.Errorf("redistest cleanup: %v", err)
 			return
 		}
-		c := redis.NewClient(opts)
 		defer c.Close()
-		ctx := context.Background()
-		iter := c.Scan(ctx, 0, p+"*", 100).Iterator()
-		for iter.Next(ctx) {
-			if err := c.Del(ctx, iter.Val()).Err(); err != nil {
-				t.Errorf("redistest cleanup: DEL %s: %v", iter.Val(), err)
-			}
-		}
-		if err := iter.Err(); err != nil {
-			t.Errorf("redistest cleanup: SCAN %s*: %v", p, err)
+		if err := c.Purge(ctx); err != nil {
+			t.Errorf("redistest cleanup: %v", err)
 		}
 	})
 	return p
