@@ -238,6 +238,7 @@ func (p *Pool) Proxy(h ProxyHooks) http.Handler {
 		ModifyResponse: h.ModifyResponse,
 		ErrorHandler:   onError,
 		ErrorLog:       slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
+		BufferPool:     &copyBuffers{},
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p.forward(w, r, rp, onError)
@@ -376,4 +377,27 @@ func (be *backend) failed(failAfter int) bool {
 	}
 	be.healthy.Store(false)
 	return true
+}
+
+// copyBuffers lends ReverseProxy the buffers it copies response bodies
+// through, which it would otherwise allocate, 32 KiB each, for every
+// request.
+type copyBuffers struct{ pool sync.Pool }
+
+// copyBufferSize is ReverseProxy's own size for the buffers it allocates.
+const copyBufferSize = 32 << 10
+
+func (b *copyBuffers) Get() []byte {
+	if p, ok := b.pool.Get().(*[]byte); ok {
+		return *p
+	}
+	return make([]byte, copyBufferSize)
+}
+
+func (b *copyBuffers) Put(buf []byte) {
+	if cap(buf) != copyBufferSize {
+		return // not one of ours
+	}
+	buf = buf[:copyBufferSize]
+	b.pool.Put(&buf)
 }
