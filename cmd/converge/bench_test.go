@@ -46,8 +46,8 @@ func TestBench(t *testing.T) {
 	if want := r.Real.Rate / r.Bare.Rate; r.Ratio != want {
 		t.Errorf("ratio = %g, want converge / bare chain = %g / %g = %g", r.Ratio, r.Real.Rate, r.Bare.Rate, want)
 	}
-	if len(got.Summary) != 12 {
-		t.Errorf("summary has %d figures, want 12", len(got.Summary))
+	if len(got.Summary) != 13 {
+		t.Errorf("summary has %d figures, want 13", len(got.Summary))
 	}
 	for _, f := range got.Summary {
 		if !(f.Median > 0) || len(f.Rounds) != 1 {
@@ -141,8 +141,8 @@ func TestBenchCluster(t *testing.T) {
 			t.Errorf("%d instances: ratio = %g, want rate / pgbench = %g / %g = %g", f.Instances, f.Ratio, f.Rate, r.Limits.Pgbench, want)
 		}
 	}
-	if len(got.Summary) != 16 {
-		t.Errorf("summary has %d figures, want 16", len(got.Summary))
+	if len(got.Summary) != 19 {
+		t.Errorf("summary has %d figures, want 19", len(got.Summary))
 	}
 	for _, f := range got.Summary {
 		if !(f.Median > 0) || len(f.Rounds) != 1 {

@@ -6,6 +6,12 @@
 // order transaction, JetStream's durable publish). Rounds alternate which
 // flow goes first, so that a machine getting busier or quieter weighs on
 // both alike; the figures of every round are kept.
+//
+// The cluster topology (see runClusterRound) measures the production
+// topology instead, with several instance counts, beside pgbench running
+// the order transaction on the same PostgreSQL. Every flow also reports
+// the machine's CPU per converged order, so that a figure says whether the
+// cores bound it.
 package bench
 
 import (

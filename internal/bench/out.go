@@ -63,6 +63,7 @@ func (res Result) Figures() []Figure {
 		figure("converge order -> final p50", "ms", rs, func(r Round) float64 { return ms(r.Real.ToFinalP50) }),
 		figure("converge order -> final p99", "ms", rs, func(r Round) float64 { return ms(r.Real.ToFinalP99) }),
 		figure("bare chain: machine CPU per order", "ms", rs, func(r Round) float64 { return ms(r.Bare.CPU.PerUnit) }),
+		figure("bare chain: cores busy", "%", rs, func(r Round) float64 { return 100 * r.Bare.CPU.Busy }),
 		figure("converge: machine CPU per order", "ms", rs, func(r Round) float64 { return ms(r.Real.CPU.PerUnit) }),
 		figure("converge: cores busy", "%", rs, func(r Round) float64 { return 100 * r.Real.CPU.Busy }),
 		figure("disk: 8 KiB append + fsync", "fsyncs/s", rs, func(r Round) float64 { return r.Limits.Fsync }),
@@ -95,12 +96,14 @@ func (res Result) clusterFigures() []Figure {
 			figure(name+": order -> final p50", "ms", rs, func(r Round) float64 { return ms(at(r).ToFinalP50) }),
 			figure(name+": order -> final p99", "ms", rs, func(r Round) float64 { return ms(at(r).ToFinalP99) }),
 			figure(name+": machine CPU per order", "ms", rs, func(r Round) float64 { return ms(at(r).CPU.PerUnit) }),
+			figure(name+": cores busy", "%", rs, func(r Round) float64 { return 100 * at(r).CPU.Busy }),
 		)
 	}
 	clients := res.Config.Load.Concurrency
 	return append(figs,
 		figure(fmt.Sprintf("pgbench order transaction, %d clients", clients), "commits/s", rs, func(r Round) float64 { return r.Limits.Pgbench }),
 		figure("pgbench: machine CPU per commit", "ms", rs, func(r Round) float64 { return ms(r.Limits.PgbenchCPU.PerUnit) }),
+		figure("pgbench: cores busy", "%", rs, func(r Round) float64 { return 100 * r.Limits.PgbenchCPU.Busy }),
 		figure(fmt.Sprintf("PostgreSQL order transaction, order service code, %d clients", clients), "commits/s", rs, func(r Round) float64 { return r.Limits.PostgresOrder }),
 		figure("disk: 8 KiB append + fsync", "fsyncs/s", rs, func(r Round) float64 { return r.Limits.Fsync }),
 		figure("JetStream R3 publish, one by one", "msgs/s", rs, func(r Round) float64 { return r.Limits.PublishOne }),
