@@ -110,18 +110,18 @@ func TestPublishBatchIsAtomicAndOrdered(t *testing.T) {
 	}
 }
 
-// A short batch, or a long one whose runs for one stream are short, goes as
-// pipelined single publishes, quicker than an atomic batch's staging below
-// about 30 messages: no message carries a batch id.
+// A short batch (under 8 messages), or a long one whose runs for one
+// stream are short, goes as pipelined single publishes, quicker than an
+// atomic batch's staging: no message carries a batch id.
 func TestPublishBatchShortGoesOneByOne(t *testing.T) {
 	s := brokertest.Start(t)
 	c := connect(t, s)
 	ensureStreams(t, c)
-	short := msgs("created", 0, 20)
-	var runs []broker.Message // 60 messages, 20 by 20 for each stream in turn
-	for i := range 60 {
+	short := msgs("created", 0, 7)
+	var runs []broker.Message // 21 messages, 7 by 7 for each stream in turn
+	for i := range 21 {
 		m := broker.Message{ID: fmt.Sprintf("r-%d", i), Subject: "orders.created", Data: []byte("x")}
-		if i/20%2 == 1 {
+		if i/7%2 == 1 {
 			m.Subject = "dlq.inventory"
 		}
 		runs = append(runs, m)
@@ -138,7 +138,7 @@ func TestPublishBatchShortGoesOneByOne(t *testing.T) {
 			}
 		}
 	}
-	if got, want := ids(stored(t, c, eventsStream)), append(msgIDs(short), msgIDs(slices.Concat(runs[:20], runs[40:]))...); !slices.Equal(got, want) {
+	if got, want := ids(stored(t, c, eventsStream)), append(msgIDs(short), msgIDs(slices.Concat(runs[:7], runs[14:]))...); !slices.Equal(got, want) {
 		t.Errorf("%s: got %v, want %v in order", eventsStream, got, want)
 	}
 }
