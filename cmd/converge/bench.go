@@ -49,14 +49,15 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 				return fmt.Errorf("bench: the converge binary: %w", err)
 			}
 		}
-		if cfg.Cluster.Pgbench != "" {
-			if cfg.Cluster.Pgbench, err = exec.LookPath(cfg.Cluster.Pgbench); err != nil {
-				return usageError{fmt.Sprintf("bench: the cluster topology compares with pgbench: %v (Debian: apt install postgresql-client)", err)}
-			}
-		}
 	}
 	if err := cfg.Validate(); err != nil {
 		return usageError{"bench: " + err.Error()}
+	}
+	if cfg.Topology == bench.Cluster { // checked last: the flags' own errors first
+		var err error
+		if cfg.Cluster.Pgbench, err = exec.LookPath(cfg.Cluster.Pgbench); err != nil {
+			return usageError{fmt.Sprintf("bench: the cluster topology compares with pgbench: %v (Debian: apt install postgresql-client)", err)}
+		}
 	}
 	cfg.OnStep = func(s string) { fmt.Fprintln(stderr, "bench:", s) }
 	// The roles log as converge dev's do, records formatted and all, but

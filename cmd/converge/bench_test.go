@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/convergehq/converge/internal/bench"
 	"github.com/convergehq/converge/internal/cache/rediscache/redistest"
 	"github.com/convergehq/converge/internal/cluster/clustertest"
@@ -113,7 +115,21 @@ func TestBenchCluster(t *testing.T) {
 		}
 		return n
 	}
-	before := benchDBs()
+	opts, err := redis.ParseURL(cache)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb := redis.NewClient(opts)
+	defer rdb.Close()
+	benchKeys := func() int {
+		t.Helper()
+		keys, err := rdb.Keys(context.Background(), "converge-bench-*").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(keys)
+	}
+	before, keysBefore := benchDBs(), benchKeys()
 	out := filepath.Join(t.TempDir(), "out")
 	args := []string{"bench", "--topology", "cluster", "--postgres", pg, "--cache", cache, "--binary", clustertest.Binary(t),
 		"--instances", "2,1", "--rounds", "1", "--orders", "200", "--concurrency", "8", "--limits-time", "1s", "--dir", t.TempDir(), "--out", out}
@@ -122,7 +138,7 @@ func TestBenchCluster(t *testing.T) {
 		t.Fatalf("run(%q): %v\nstdout:\n%s\nstderr:\n%s", args, err, stdout.String(), stderr.String())
 	}
 	for _, want := range []string{"converge cluster, 1 of each service", "converge cluster, 2 of each service: ratio to pgbench",
-		"pgbench order transaction, 8 clients", "PostgreSQL order transaction, order service code, 8 clients", "disk: 8 KiB append + fsync",
+		"pgbench order transaction, 8 clients", "PostgreSQL order transaction, order service code and pool (8 connections), 8 goroutines", "disk: 8 KiB append + fsync",
 		"JetStream R3 publish, one by one", "JetStream R3 publish, batch 256", "1 of each service: machine CPU per order", "pgbench: machine CPU per commit", "every invariant of converge check OK"} {
 		if !strings.Contains(stdout.String(), want) {
 			t.Errorf("output has no line %q:\n%s", want, stdout.String())
@@ -149,9 +165,12 @@ func TestBenchCluster(t *testing.T) {
 			t.Errorf("figure %q: median %g over %d rounds, want > 0 over 1", f.What, f.Median, len(f.Rounds))
 		}
 	}
-	// The flows' and limits' databases are dropped.
+	// The flows' and limits' databases are dropped, their keys purged.
 	if left := benchDBs() - before; left != 0 {
 		t.Errorf("%d more converge_bench_ databases on the server after the bench, want 0", left)
+	}
+	if left := benchKeys() - keysBefore; left != 0 {
+		t.Errorf("%d more converge-bench-* keys in Redis after the bench, want 0", left)
 	}
 }
 
@@ -165,7 +184,8 @@ func TestBenchUsageErrors(t *testing.T) {
 		{"cluster on sqlite", "bench: the cluster topology needs PostgreSQL", []string{"--topology", "cluster", "--postgres", "sqlite:x.db", "--cache", "redis://127.0.0.1:6379/0"}},
 		{"cluster without cache", "bench: the cluster topology needs Redis: --cache", []string{"--topology", "cluster", "--postgres", "postgres://127.0.0.1/x"}},
 		{"instances not a number", `bench: instances: "two" is not a number`, []string{"--topology", "cluster", "--instances", "1,two"}},
-		{"no instances", "bench: instances must each be 1 to 16, got 0", clusterArgs("--instances", "0")},
+		{"no instances", "bench: instances must each be 1 to 8, got 0", clusterArgs("--instances", "0")},
+		{"too many instances", "bench: instances must each be 1 to 8, got 9", clusterArgs("--instances", "1,9")},
 		{"instances twice", "bench: instances: 2 is given twice", clusterArgs("--instances", "1,2,2")},
 		{"no pgbench", "bench: the cluster topology compares with pgbench: exec: \"no-such-pgbench\"", clusterArgs("--pgbench", "no-such-pgbench")},
 		{"no rounds", "bench: rounds must be 1 to 100, got 0", []string{"--rounds", "0"}},

@@ -62,7 +62,6 @@ func DefaultConfig() Config {
 	lc.APIKey = "bench" // replaced by each flow's own; Validate wants one
 	return Config{
 		Topology:   Embedded,
-		Cluster:    ClusterConfig{Instances: []int{1, 2, 4}},
 		Load:       lc,
 		Rounds:     3,
 		Gateways:   system.DefaultConfig().Gateways,
@@ -203,16 +202,22 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (Result, error) {
 		step("round %d/%d: limits (%s each)", i+1, cfg.Rounds, cfg.LimitsTime)
 		var err error
 		if r.Limits, err = measureLimits(ctx, dir, cfg.LimitsTime, log); err != nil {
-			if ctx.Err() != nil {
-				err = context.Cause(ctx)
-			}
-			return res, fmt.Errorf("round %d, limits: %w", i+1, err)
+			return res, fmt.Errorf("round %d, limits: %w", i+1, causeOf(ctx, err))
 		}
 		res.Rounds = append(res.Rounds, r)
 		step("round %d/%d: bare chain %.0f, converge %.0f orders/s (%.2f); fsync %.0f/s, SQLite %.0f commits/s, publish %.0f (one by one), %.0f (batch %d) msgs/s",
 			i+1, cfg.Rounds, r.Bare.Rate, r.Real.Rate, r.Ratio, r.Limits.Fsync, r.Limits.SQLiteOrder, r.Limits.PublishOne, r.Limits.PublishBatch, publishBatch)
 	}
 	return res, nil
+}
+
+// causeOf is why ctx ended, if it did, else err: a limit cut short says
+// it was interrupted rather than how its last step failed.
+func causeOf(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return context.Cause(ctx)
+	}
+	return err
 }
 
 // runBare serves Stub behind cfg.Gateways gateways and a load balancer,

@@ -51,14 +51,15 @@ func parseProcStat(b []byte, at time.Time) (cpuSample, error) {
 			return cpuSample{}, fmt.Errorf("/proc/stat: short cpu line %q", sc.Text())
 		}
 		// user nice system idle iowait irq softirq steal guest guest_nice;
-		// guest time is counted in user already.
+		// guest time is counted in user already, and steal, time the
+		// hypervisor gave another machine, is not busy here.
 		for i, f := range fields[1:min(len(fields), 9)] {
 			v, err := strconv.ParseUint(f, 10, 64)
 			if err != nil {
 				return cpuSample{}, fmt.Errorf("/proc/stat: %q: %w", sc.Text(), err)
 			}
 			s.all += v
-			if i != 3 && i != 4 {
+			if i != 3 && i != 4 && i != 7 {
 				s.busy += v
 			}
 		}

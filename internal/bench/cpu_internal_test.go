@@ -8,12 +8,12 @@ import (
 func TestCPUFromProcStat(t *testing.T) {
 	at := time.Unix(1000, 0)
 	// user nice system idle iowait irq softirq steal guest guest_nice
-	first, err := parseProcStat([]byte("cpu  100 0 50 800 50 0 0 0 30 0\ncpu0 50 0 25 400 25 0 0 0 15 0\ncpu1 50 0 25 400 25 0 0 0 15 0\nintr 1 2 3\n"), at)
+	first, err := parseProcStat([]byte("cpu  100 0 50 750 50 0 0 50 30 0\ncpu0 50 0 25 400 25 0 0 0 15 0\ncpu1 50 0 25 400 25 0 0 0 15 0\nintr 1 2 3\n"), at)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if first.busy != 150 || first.all != 1000 || first.cores != 2 {
-		t.Fatalf("parsed busy %d, all %d, cores %d; want 150, 1000, 2 (guest counted in user, idle and iowait not busy)", first.busy, first.all, first.cores)
+		t.Fatalf("parsed busy %d, all %d, cores %d; want 150, 1000, 2 (guest counted in user; idle, iowait and steal not busy)", first.busy, first.all, first.cores)
 	}
 	// 2 s later on 2 cores: 400 ticks, 300 of them busy.
 	second, err := parseProcStat([]byte("cpu  350 0 100 850 100 0 0 0 0 0\ncpu0 1\ncpu1 1\n"), at.Add(2*time.Second))

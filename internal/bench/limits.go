@@ -21,7 +21,9 @@ import (
 )
 
 // Limits are the raw rates of the parts one order crosses, each measured
-// alone for a fixed time on the same disk as the system's data.
+// for a fixed time with no load running: the disk, SQLite and the embedded
+// broker alone, on the same disk as the system's data; PostgreSQL on the
+// server the cluster uses; the cluster's own brokers before its load.
 type Limits struct {
 	Fsync       float64 `json:"fsync_per_s"`                     // 8 KiB append + fsync
 	SQLiteOrder float64 `json:"sqlite_order_tx_per_s,omitempty"` // the order transaction: order row + outbox row, one commit (embedded)

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/convergehq/converge/internal/store"
 )
 
 // Files WriteFiles writes.
@@ -104,7 +106,7 @@ func (res Result) clusterFigures() []Figure {
 		figure(fmt.Sprintf("pgbench order transaction, %d clients", clients), "commits/s", rs, func(r Round) float64 { return r.Limits.Pgbench }),
 		figure("pgbench: machine CPU per commit", "ms", rs, func(r Round) float64 { return ms(r.Limits.PgbenchCPU.PerUnit) }),
 		figure("pgbench: cores busy", "%", rs, func(r Round) float64 { return 100 * r.Limits.PgbenchCPU.Busy }),
-		figure(fmt.Sprintf("PostgreSQL order transaction, order service code, %d clients", clients), "commits/s", rs, func(r Round) float64 { return r.Limits.PostgresOrder }),
+		figure(fmt.Sprintf("PostgreSQL order transaction, order service code and pool (%d connections), %d goroutines", min(clients, store.PostgresConns), clients), "commits/s", rs, func(r Round) float64 { return r.Limits.PostgresOrder }),
 		figure("disk: 8 KiB append + fsync", "fsyncs/s", rs, func(r Round) float64 { return r.Limits.Fsync }),
 		figure("JetStream R3 publish, one by one", "msgs/s", rs, func(r Round) float64 { return r.Limits.PublishOne }),
 		figure(fmt.Sprintf("JetStream R3 publish, batch %d", publishBatch), "msgs/s", rs, func(r Round) float64 { return r.Limits.PublishBatch }),
@@ -172,9 +174,17 @@ func (res Result) svg() string {
 			figs = append(figs, f)
 		}
 	}
+	// Orders and commits share a scale: an order is one order transaction
+	// and more, so the cluster's bars and pgbench's compare at a glance.
+	unit := func(u string) string {
+		if u == "commits/s" {
+			return "orders/s"
+		}
+		return u
+	}
 	scale := map[string]float64{}
 	for _, f := range figs {
-		scale[f.Unit] = max(scale[f.Unit], f.Max)
+		scale[unit(f.Unit)] = max(scale[unit(f.Unit)], f.Max)
 	}
 	const (
 		width, label, barW, rowH, top = 900.0, 330.0, 440.0, 34.0, 40.0
@@ -192,10 +202,10 @@ func (res Result) svg() string {
 	for i, f := range figs {
 		y := top + rowH*float64(i)
 		x := func(v float64) float64 {
-			if scale[f.Unit] == 0 {
+			if scale[unit(f.Unit)] == 0 {
 				return label
 			}
-			return label + barW*v/scale[f.Unit]
+			return label + barW*v/scale[unit(f.Unit)]
 		}
 		fill := "#8aa9c9"
 		if f.Unit == "orders/s" {

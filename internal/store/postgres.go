@@ -9,9 +9,10 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 )
 
-// postgresConns bounds each instance's connections; many instances share
-// one server, whose max_connections (100 by default) is the real limit.
-const postgresConns = 16
+// PostgresConns bounds each pool's connections, so each instance's; many
+// instances share one server, whose max_connections (100 by default) is
+// the real limit.
+const PostgresConns = 16
 
 func parsePostgres(url string) (*pgx.ConnConfig, error) {
 	cfg, err := pgx.ParseConfig(url)
@@ -28,8 +29,8 @@ func openPostgres(ctx context.Context, url string) (*DB, error) {
 		return nil, err
 	}
 	pool := stdlib.OpenDB(*cfg)
-	pool.SetMaxOpenConns(postgresConns)
-	pool.SetMaxIdleConns(postgresConns)
+	pool.SetMaxOpenConns(PostgresConns)
+	pool.SetMaxIdleConns(PostgresConns)
 	pool.SetConnMaxIdleTime(5 * time.Minute)
 	db := &DB{engine: Postgres, url: url, write: pool, read: pool}
 	if err := db.Ping(ctx); err != nil {

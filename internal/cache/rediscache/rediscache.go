@@ -41,6 +41,7 @@ import (
 	"fmt"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -187,9 +188,13 @@ func (c *Cache) Close() error {
 }
 
 // Purge deletes every key of the cache: all keys under its prefix, of
-// every process that shares it. For a prefix no process uses any more.
+// every process that shares it. For a prefix no process uses any more; a
+// cache without a prefix refuses, as it would empty the whole database.
 func (c *Cache) Purge(ctx context.Context) error {
-	iter := c.client.Scan(ctx, 0, c.prefix+"*", 1000).Iterator()
+	if c.prefix == "" {
+		return errors.New("rediscache: purge: the cache has no prefix")
+	}
+	iter := c.client.Scan(ctx, 0, globEscape(c.prefix)+"*", 1000).Iterator()
 	var batch []string
 	flush := func() error {
 		if len(batch) == 0 {
@@ -203,6 +208,9 @@ func (c *Cache) Purge(ctx context.Context) error {
 		return nil
 	}
 	for iter.Next(ctx) {
+		if !strings.HasPrefix(iter.Val(), c.prefix) {
+			continue // the pattern is escaped; this is belt and braces
+		}
 		if batch = append(batch, iter.Val()); len(batch) == 1000 {
 			if err := flush(); err != nil {
 				return err
@@ -213,6 +221,18 @@ func (c *Cache) Purge(ctx context.Context) error {
 		return fmt.Errorf("rediscache: purge %s*: %w", c.prefix, err)
 	}
 	return flush()
+}
+
+// globEscape quotes the characters SCAN's MATCH pattern gives a meaning.
+func globEscape(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if strings.ContainsRune(`*?[]\^-`, r) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }
 
 func (c *Cache) valKey(key string) string { return c.prefix + "val:" + key }

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/convergehq/converge/internal/cache/cachetest"
 	"github.com/convergehq/converge/internal/cache/rediscache"
 	"github.com/convergehq/converge/internal/cache/rediscache/redistest"
@@ -52,7 +54,8 @@ func TestExpiredVersionRefusesFill(t *testing.T) {
 func TestPurge(t *testing.T) {
 	url := redistest.URL(t)
 	ctx := context.Background()
-	gone := redistest.New(t, url, rediscache.Options{Prefix: redistest.Prefix(t, url)})
+	goneP := redistest.Prefix(t, url)
+	gone := redistest.New(t, url, rediscache.Options{Prefix: goneP})
 	kept := redistest.New(t, url, rediscache.Options{Prefix: redistest.Prefix(t, url)})
 	fill := func(c *rediscache.Cache, key string) {
 		t.Helper()
@@ -71,6 +74,9 @@ func TestPurge(t *testing.T) {
 	if err := gone.Purge(ctx); err != nil {
 		t.Fatalf("Purge: %v", err)
 	}
+	if n := countKeys(t, url, goneP); n != 0 {
+		t.Errorf("%d keys left under the purged prefix, want 0", n)
+	}
 	for _, key := range []string{"k0", "k1499"} {
 		if _, found, _, err := gone.Get(ctx, key); err != nil || found {
 			t.Errorf("Get(%s) after Purge: found %v, %v; want a miss", key, found, err)
@@ -79,6 +85,44 @@ func TestPurge(t *testing.T) {
 	if v, found, _, err := kept.Get(ctx, "k0"); err != nil || !found || string(v) != "v" {
 		t.Errorf("Get(k0) under another prefix after Purge: %q, found %v, %v; want v", v, found, err)
 	}
+
+	// A prefix with glob characters purges its own keys only.
+	base := redistest.Prefix(t, url)
+	star := redistest.New(t, url, rediscache.Options{Prefix: base + "g*"})
+	other := redistest.New(t, url, rediscache.Options{Prefix: base + "gx"})
+	fill(star, "k")
+	fill(other, "k")
+	if err := star.Purge(ctx); err != nil {
+		t.Fatalf("Purge: %v", err)
+	}
+	if n := countKeys(t, url, base+"gx"); n == 0 {
+		t.Errorf("purging prefix %q deleted the keys of prefix %q", base+"g*", base+"gx")
+	}
+	if err := redistest.New(t, url, rediscache.Options{}).Purge(ctx); err == nil {
+		t.Error("Purge of a cache without a prefix (all of the database) = nil error, want a refusal")
+	}
+}
+
+// countKeys counts the keys that start with prefix, by reading them all.
+func countKeys(t *testing.T, url, prefix string) int {
+	t.Helper()
+	opts, err := redis.ParseURL(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := redis.NewClient(opts)
+	defer c.Close()
+	keys, err := c.Keys(context.Background(), "*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, k := range keys {
+		if strings.HasPrefix(k, prefix) {
+			n++
+		}
+	}
+	return n
 }
 
 func TestNewRejectsBadURLWithoutThePassword(t *testing.T) {
