@@ -186,19 +186,26 @@ func (res Result) svg() string {
 	for _, f := range figs {
 		scale[unit(f.Unit)] = max(scale[unit(f.Unit)], f.Max)
 	}
-	const (
-		width, label, barW, rowH, top = 900.0, 330.0, 440.0, 34.0, 40.0
-	)
-	height := top + rowH*float64(len(figs)) + 20
-	var b strings.Builder
-	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%.0f" height="%.0f" font-family="sans-serif" font-size="13">`+"\n", width, height)
-	fmt.Fprintf(&b, `<rect width="100%%" height="100%%" fill="white"/>`+"\n")
 	title := "converge bench, embedded: converge / bare chain " + num(figure("", "", res.Rounds, func(r Round) float64 { return r.Ratio }).Median)
 	if res.Topology == Cluster {
 		title = "converge bench, cluster: by instances of each service, beside pgbench"
 	}
-	fmt.Fprintf(&b, `<text x="10" y="22" font-size="15">%s; medians of %d rounds, min..max as a line, bars of one unit on one scale</text>`+"\n",
-		html.EscapeString(title), len(res.Rounds))
+	title = fmt.Sprintf("%s; medians of %d rounds, min..max as a line, bars of one unit on one scale", title, len(res.Rounds))
+	// Room for the longest label and the title, at about 7 and 8 pixels a
+	// character of 13- and 15-pixel sans-serif.
+	const (
+		barW, rowH, top = 440.0, 34.0, 40.0
+	)
+	label := 330.0
+	for _, f := range figs {
+		label = max(label, 7*float64(len(f.What))+20)
+	}
+	width := max(label+barW+180, 8*float64(len(title))+20)
+	height := top + rowH*float64(len(figs)) + 20
+	var b strings.Builder
+	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%.0f" height="%.0f" font-family="sans-serif" font-size="13">`+"\n", width, height)
+	fmt.Fprintf(&b, `<rect width="100%%" height="100%%" fill="white"/>`+"\n")
+	fmt.Fprintf(&b, `<text x="10" y="22" font-size="15">%s</text>`+"\n", html.EscapeString(title))
 	for i, f := range figs {
 		y := top + rowH*float64(i)
 		x := func(v float64) float64 {
