@@ -174,6 +174,32 @@ func TestBenchCluster(t *testing.T) {
 	}
 }
 
+// A cluster that fails to start fails the bench, which says where the
+// processes' logs are kept.
+func TestBenchClusterFailureKeepsLogs(t *testing.T) {
+	pg := storetest.RequirePostgres(t)
+	cache := redistest.URL(t)
+	if _, err := exec.LookPath("pgbench"); err != nil {
+		t.Skipf("pgbench is not installed (Debian: apt install postgresql-client): %v", err)
+	}
+	dir := t.TempDir()
+	args := []string{"bench", "--topology", "cluster", "--postgres", pg, "--cache", cache, "--binary", "/bin/false",
+		"--instances", "1", "--rounds", "1", "--orders", "10", "--dir", dir}
+	var stdout, stderr strings.Builder
+	err := run(context.Background(), args, func(string) string { return "" }, &stdout, &stderr)
+	if err == nil {
+		t.Fatalf("run(%q) = nil error with a binary that exits at once, want the start's failure", args)
+	}
+	_, logs, ok := strings.Cut(err.Error(), "the processes' logs are kept in ")
+	if !ok {
+		t.Fatalf("error %q does not say where the logs are", err)
+	}
+	logs = strings.TrimSuffix(logs, ")")
+	if entries, rerr := os.ReadDir(logs); rerr != nil || len(entries) == 0 || !strings.HasPrefix(logs, dir) {
+		t.Errorf("logs directory %s: %d entries, %v; want the failed processes' logs under %s", logs, len(entries), rerr, dir)
+	}
+}
+
 func TestBenchUsageErrors(t *testing.T) {
 	tests := []struct {
 		name, want string

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"runtime"
 	"slices"
@@ -152,13 +153,20 @@ func runClusterRound(ctx context.Context, cfg Config, i int, dir string, log *sl
 // runClusterFlow starts the cluster topology with n of each service on
 // fresh databases, a fresh key prefix and a fresh data directory under
 // dir, optionally measures the publish limits on its brokers, drives it,
-// checks the invariants once it has settled and removes it all.
+// checks the invariants once it has settled and removes it all but, after
+// a failure, the data directory with the processes' logs.
 func runClusterFlow(ctx context.Context, cfg Config, n int, dir string, measure bool, into *Limits, log *slog.Logger) (_ ClusterFlow, err error) {
 	data, err := os.MkdirTemp(dir, "converge-bench-cluster-")
 	if err != nil {
 		return ClusterFlow{}, err
 	}
-	defer func() { err = errors.Join(err, os.RemoveAll(data)) }()
+	defer func() {
+		if err != nil { // the processes' logs say why: kept
+			err = fmt.Errorf("%w (the processes' logs are kept in %s)", err, filepath.Join(data, "logs"))
+			return
+		}
+		err = os.RemoveAll(data)
+	}()
 	orderDB, dropOrders, err := freshDatabase(ctx, cfg.Cluster.Postgres, "orders")
 	if err != nil {
 		return ClusterFlow{}, err
