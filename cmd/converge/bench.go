@@ -33,7 +33,7 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	fs.IntVar(&cfg.Gateways, "gateways", cfg.Gateways, "embedded: API gateway instances behind the load balancer, in both flows (the cluster runs as many as each instance count)")
 	fs.BoolVar(&cfg.AccessLog, "access-log", cfg.AccessLog, "every role formats a log line per HTTP request, as converge dev does by default (the lines are not shown)")
 	fs.DurationVar(&cfg.LimitsTime, "limits-time", cfg.LimitsTime, "how long each raw limit (fsync, SQLite or PostgreSQL and pgbench, publish one by one, publish batched) is measured per round")
-	fs.StringVar(&cfg.Dir, "dir", "", "`directory` on the disk to measure, where each run gets a fresh data directory, removed after it (default: the system's temporary directory)")
+	fs.StringVar(&cfg.Dir, "dir", "", "`directory` on the disk to measure, where each run gets a fresh data directory, removed after it unless a cluster flow failed there (default: the system's temporary directory)")
 	outDir := fs.String("out", "", "also write bench.json (every round's figures) and bench.svg (the summary as bars) into this `directory`")
 	if err := parseFlags(fs, args, getenv, stdout); err != nil {
 		return err
