@@ -89,6 +89,17 @@ func clusterArgs(args ...string) []string {
 	return append([]string{"--topology", "cluster", "--postgres", "postgres://127.0.0.1/x", "--cache", "redis://127.0.0.1:6379/0"}, args...)
 }
 
+// clusterBenchServers returns the test PostgreSQL's and Redis's URLs, or
+// skips t, saying why, when either or pgbench is missing.
+func clusterBenchServers(t *testing.T) (pg, cache string) {
+	t.Helper()
+	pg, cache = storetest.RequirePostgres(t), redistest.URL(t)
+	if _, err := exec.LookPath("pgbench"); err != nil {
+		t.Skipf("pgbench is not installed (Debian: apt install postgresql-client): %v", err)
+	}
+	return pg, cache
+}
+
 // TestBenchCluster runs converge bench on the cluster topology with a tiny
 // load and two instance counts, and checks that every figure was measured,
 // each flow converged and the ratio to pgbench was computed; it asserts
@@ -97,11 +108,7 @@ func TestBenchCluster(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts the cluster topology twice: not in -short")
 	}
-	pg := storetest.RequirePostgres(t)
-	cache := redistest.URL(t)
-	if _, err := exec.LookPath("pgbench"); err != nil {
-		t.Skipf("pgbench is not installed (Debian: apt install postgresql-client): %v", err)
-	}
+	pg, cache := clusterBenchServers(t)
 	db, err := store.Open(context.Background(), pg)
 	if err != nil {
 		t.Fatal(err)
@@ -177,11 +184,7 @@ func TestBenchCluster(t *testing.T) {
 // A cluster that fails to start fails the bench, which says where the
 // processes' logs are kept.
 func TestBenchClusterFailureKeepsLogs(t *testing.T) {
-	pg := storetest.RequirePostgres(t)
-	cache := redistest.URL(t)
-	if _, err := exec.LookPath("pgbench"); err != nil {
-		t.Skipf("pgbench is not installed (Debian: apt install postgresql-client): %v", err)
-	}
+	pg, cache := clusterBenchServers(t)
 	dir := t.TempDir()
 	args := []string{"bench", "--topology", "cluster", "--postgres", pg, "--cache", cache, "--binary", "/bin/false",
 		"--instances", "1", "--rounds", "1", "--orders", "10", "--dir", dir}

@@ -291,7 +291,7 @@ func runReal(ctx context.Context, cfg Config, dir string, log *slog.Logger) (_ F
 	if err != nil {
 		return Flow{}, err
 	}
-	return fl, checkSettles(ctx, s.OpenDatabases, settleTime)
+	return fl, checkSettles(ctx, s.OrderDB, s.InventoryDB, settleTime)
 }
 
 // settleTime is how long the invariants may take to hold once the load
@@ -299,15 +299,21 @@ func runReal(ctx context.Context, cfg Config, dir string, log *slog.Logger) (_ F
 // published.
 const settleTime = 30 * time.Second
 
-// checkSettles runs converge check's invariants over the databases open
-// opens until all hold, and fails if one still does not after d: a rate
-// reached by breaking one is not a figure.
-func checkSettles(ctx context.Context, open func(context.Context) (orders, inventory *store.DB, err error), d time.Duration) (err error) {
-	orders, inventory, err := open(ctx)
+// checkSettles runs converge check's invariants over the order and
+// inventory databases at orderURL and inventoryURL until all hold, and
+// fails if one still does not after d: a rate reached by breaking one is
+// not a figure.
+func checkSettles(ctx context.Context, orderURL, inventoryURL string, d time.Duration) (err error) {
+	orders, err := store.Open(ctx, orderURL)
 	if err != nil {
 		return err
 	}
-	defer func() { err = errors.Join(err, orders.Close(), inventory.Close()) }()
+	defer func() { err = errors.Join(err, orders.Close()) }()
+	inventory, err := store.Open(ctx, inventoryURL)
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, inventory.Close()) }()
 	deadline := time.Now().Add(d)
 	for {
 		results, err := check.Run(ctx, orders, inventory)

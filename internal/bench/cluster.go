@@ -209,18 +209,7 @@ func runClusterFlow(ctx context.Context, cfg Config, n int, dir string, measure 
 	if err != nil {
 		return ClusterFlow{}, err
 	}
-	open := func(ctx context.Context) (*store.DB, *store.DB, error) {
-		orders, err := store.Open(ctx, orderDB)
-		if err != nil {
-			return nil, nil, err
-		}
-		inventory, err := store.Open(ctx, invDB)
-		if err != nil {
-			return nil, nil, errors.Join(err, orders.Close())
-		}
-		return orders, inventory, nil
-	}
-	return ClusterFlow{Instances: n, Flow: fl}, checkSettles(ctx, open, settleTime)
+	return ClusterFlow{Instances: n, Flow: fl}, checkSettles(ctx, orderDB, invDB, settleTime)
 }
 
 // purge deletes the keys a flow's services left under prefix, once they
