@@ -40,7 +40,12 @@ func openSQLite(ctx context.Context, url string) (*DB, error) {
 		write.Close()
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
-	read.SetMaxOpenConns(max(4, runtime.GOMAXPROCS(0)))
+	readers := max(4, runtime.GOMAXPROCS(0))
+	read.SetMaxOpenConns(readers)
+	// All of them stay open when idle: database/sql keeps two by default,
+	// and a reader closed and opened again under load costs its pragmas
+	// and every statement it had prepared.
+	read.SetMaxIdleConns(readers)
 	db := &DB{engine: SQLite, url: url, write: write, read: read}
 	// Both pools, as each has its own DSN; Ping covers only the readers.
 	err = db.Ping(ctx)

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"path/filepath"
 	"testing"
@@ -47,5 +48,34 @@ func TestStatementCacheStaysBounded(t *testing.T) {
 	}
 	if !open.Next() {
 		t.Fatalf("the open rows lost their rows: %v", open.Err())
+	}
+}
+
+// Readers stay open between bursts of reads: a reader closed for being
+// idle and opened again would prepare its statements anew.
+func TestSQLiteReadersStayOpenWhenIdle(t *testing.T) {
+	ctx := context.Background()
+	db, err := Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "readers.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	readers := db.read.Stats().MaxOpenConnections
+	for range 5 {
+		// Hold every reader at once, then let them all go idle.
+		conns := make([]*sql.Conn, readers)
+		for i := range conns {
+			if conns[i], err = db.read.Conn(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, c := range conns {
+			if err := c.Close(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if s := db.read.Stats(); s.MaxIdleClosed > 0 || s.OpenConnections != readers {
+		t.Fatalf("readers: %d open of %d, %d closed for being idle; want all %d kept open", s.OpenConnections, readers, s.MaxIdleClosed, readers)
 	}
 }
