@@ -51,8 +51,7 @@ func (s *Service) OnFinal(f func(to Status, createdAt time.Time)) { s.final = f 
 
 // finalOrder is an order a transaction moved out of PENDING.
 type finalOrder struct {
-	to        Status
-	createdAt time.Time
+	order Order // as the transaction left it
 }
 
 // reportFinal tells OnFinal's f about orders whose move committed.
@@ -61,7 +60,7 @@ func (s *Service) reportFinal(fs []finalOrder) {
 		return
 	}
 	for _, f := range fs {
-		s.final(f.to, f.createdAt)
+		s.final(f.order.Status, f.order.CreatedAt)
 	}
 }
 
@@ -231,7 +230,12 @@ func (s *Service) Wait(ctx context.Context, id string, d time.Duration) (Order, 
 		case <-s.draining:
 			stop()
 			return o, nil
-		case <-changed:
+		case <-changed.done:
+			// A commit of this process moved the order and said how:
+			// that is the answer, with no second read.
+			if changed.order != nil && changed.order.Status != Pending {
+				return *changed.order, nil
+			}
 		case <-poll.C:
 		}
 		stop()
@@ -317,10 +321,10 @@ func (s *Service) Cancel(ctx context.Context, id, traceparent string) (o Order, 
 	}
 	if changed {
 		if wasPending {
-			s.reportFinal([]finalOrder{{to: Cancelled, createdAt: o.CreatedAt}})
+			s.reportFinal([]finalOrder{{order: o}})
 		}
 		s.notify()
-		s.waiters.wake(id)
+		s.waiters.settle(o)
 		if s.changed != nil {
 			s.changed([]string{id})
 		}
@@ -358,14 +362,18 @@ func (s *Service) ApplyBatch(ctx context.Context, es []events.Envelope) []error 
 	errs := inbox.ApplyBatch(ctx, update, es, func(ctx context.Context, tx Tx, e events.Envelope) error {
 		id, f, err := s.apply(ctx, tx, e)
 		touched = append(touched, id)
-		if err == nil && f.to != "" {
+		if err == nil && f.order.Status != "" {
 			finals = append(finals, f)
 		}
 		return err
 	})
 	s.reportFinal(committed)
-	// Waking a waiter whose order did not move (its transaction rolled
-	// back) is harmless: Wait reads the order again.
+	// The Waits for orders the batch moved get them as committed; the
+	// others are woken to read theirs again (waking one whose order did
+	// not move, its transaction rolled back, is harmless).
+	for _, f := range committed {
+		s.waiters.settle(f.order)
+	}
 	s.Wake(touched...)
 	if s.changed != nil && len(touched) > 0 {
 		s.changed(touched)
@@ -413,8 +421,10 @@ func (s *Service) apply(ctx context.Context, tx Tx, e events.Envelope) (orderID 
 	if err != nil || to == "" || o.Status != Pending {
 		return orderID, finalOrder{}, err
 	}
-	if err := tx.SetStatus(ctx, orderID, Pending, to, reason, s.now().UTC()); err != nil {
+	at := s.now().UTC().Truncate(time.Microsecond) // as the database keeps it
+	if err := tx.SetStatus(ctx, orderID, Pending, to, reason, at); err != nil {
 		return orderID, finalOrder{}, err
 	}
-	return orderID, finalOrder{to: to, createdAt: o.CreatedAt}, nil
+	o.Status, o.Reason, o.UpdatedAt = to, reason, at
+	return orderID, finalOrder{order: o}, nil
 }

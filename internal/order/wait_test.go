@@ -1,0 +1,112 @@
+package order_test
+
+import (
+	"context"
+	"log/slog"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/convergehq/converge/internal/events"
+	"github.com/convergehq/converge/internal/order"
+)
+
+// readCounter tells of every Get outside a transaction.
+type readCounter struct {
+	order.Store
+	gets chan string
+}
+
+func (r readCounter) Get(ctx context.Context, id string) (order.Order, error) {
+	r.gets <- id
+	return r.Store.Get(ctx, id)
+}
+
+// A Wait that a reply applied by this process answers gets the order as the
+// commit left it, with no second read, and that is the order the database
+// holds; a move it is only woken for (another instance's) it reads.
+func TestWaitTakesTheOrderFromTheCommit(t *testing.T) {
+	e := newEnv(t)
+	reads := readCounter{Store: e.store, gets: make(chan string, 16)}
+	svc := order.NewService(reads, func() {}, slog.New(slog.DiscardHandler))
+	deadline := time.After(5 * time.Second)
+	waitFor := func(what string, ch <-chan string) string {
+		t.Helper()
+		select {
+		case v := <-ch:
+			return v
+		case <-deadline:
+			t.Fatalf("stuck: %s", what)
+			return ""
+		}
+	}
+
+	for _, tc := range []struct {
+		name  string
+		reply func(id string) events.Envelope
+		want  order.Status
+	}{
+		{"reserved", func(id string) events.Envelope { return reserved(t, id) }, order.Confirmed},
+		{"rejected", func(id string) events.Envelope { return rejected(t, id, events.ReasonInsufficientStock) }, order.Rejected},
+	} {
+		placed, _, err := svc.Place(context.Background(), order.PlaceInput{CustomerID: tc.name, Items: []order.Item{{SKU: "A", Quantity: 1}}}, "", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		waited := make(chan order.Order, 1)
+		go func() {
+			o, err := svc.Wait(context.Background(), placed.ID, 5*time.Second)
+			if err != nil {
+				t.Errorf("Wait: %v", err)
+			}
+			waited <- o
+		}()
+		waitFor("Wait's first read", reads.gets) // it is watching from before it
+		if errs := svc.ApplyBatch(context.Background(), []events.Envelope{tc.reply(placed.ID)}); errs[0] != nil {
+			t.Fatalf("ApplyBatch: %v", errs[0])
+		}
+		var got order.Order
+		select {
+		case got = <-waited:
+		case <-deadline:
+			t.Fatalf("stuck: Wait on a %s order", tc.name)
+		}
+		select {
+		case id := <-reads.gets:
+			t.Errorf("%s: Wait read order %s again after the commit that moved it", tc.name, id)
+		default:
+		}
+		stored, err := e.store.Get(context.Background(), placed.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Status != tc.want || !reflect.DeepEqual(got, stored) {
+			t.Errorf("%s: Wait answered %+v, the database holds %+v (want status %s)", tc.name, got, stored, tc.want)
+		}
+	}
+
+	// Woken for a change made elsewhere, Wait reads the order.
+	placed, _, err := svc.Place(context.Background(), order.PlaceInput{CustomerID: "elsewhere", Items: []order.Item{{SKU: "A", Quantity: 1}}}, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waited := make(chan order.Order, 1)
+	go func() {
+		o, _ := svc.Wait(context.Background(), placed.ID, 5*time.Second)
+		waited <- o
+	}()
+	waitFor("Wait's first read", reads.gets)
+	if errs := e.svc.ApplyBatch(context.Background(), []events.Envelope{reserved(t, placed.ID)}); errs[0] != nil {
+		t.Fatalf("ApplyBatch on the other instance: %v", errs[0])
+	}
+	svc.Wake(placed.ID)
+	waitFor("Wait's read after the wake", reads.gets)
+	select {
+	case got := <-waited:
+		if got.Status != order.Confirmed {
+			t.Errorf("Wait after a wake: got %s, want CONFIRMED", got.Status)
+		}
+	case <-deadline:
+		t.Fatal("stuck: Wait after a wake")
+	}
+}
