@@ -234,6 +234,7 @@ func (s *Service) Wait(ctx context.Context, id string, d time.Duration) (Order, 
 			// A commit of this process moved the order and said how:
 			// that is the answer, with no second read.
 			if changed.order != nil && changed.order.Status != Pending {
+				stop()
 				return *changed.order, nil
 			}
 		case <-poll.C:
