@@ -50,9 +50,9 @@ func main() {
 // scheduler's monitor takes it back, one monitor tick later at the
 // soonest (20µs, and up to 10ms), and meanwhile a CPU can sit idle while
 // goroutines wait to run. With two spare Ps, converge dev on 2 CPUs
-// converged 1,100-1,360 orders/s under the closed load of converge bench
-// instead of 830-1,010, with the CPUs 94% busy instead of 82% (README,
-// "Measured").
+// converged 1,130-1,360 orders/s under a closed load (converge load
+// --orders 8000 --concurrency 32) instead of 830-1,010, with the CPUs
+// 94-96% busy instead of 82% (README, "Measured").
 const spareProcs = 2
 
 // procs returns the GOMAXPROCS converge runs with, given Go's own choice:
