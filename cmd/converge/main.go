@@ -35,7 +35,7 @@ import (
 )
 
 func main() {
-	if n := procs(os.Getenv, runtime.GOMAXPROCS(0)); n != runtime.GOMAXPROCS(0) {
+	if n, ok := procs(os.Getenv, runtime.GOMAXPROCS(0), runtime.NumCPU()); ok {
 		runtime.GOMAXPROCS(n)
 	}
 	ctx, stop := signalContext()
@@ -55,13 +55,17 @@ func main() {
 // 94-96% busy instead of 82% (README, "Measured").
 const spareProcs = 2
 
-// procs returns the GOMAXPROCS converge runs with, given Go's own choice:
-// that plus spareProcs, unless the GOMAXPROCS environment variable chose.
-func procs(getenv func(string) string, goDefault int) int {
-	if getenv("GOMAXPROCS") != "" {
-		return goDefault
+// procs returns the GOMAXPROCS converge should run with, given Go's own
+// choice and the CPUs the process may run on, and whether to set it. It
+// leaves Go's choice alone when the GOMAXPROCS environment variable is set
+// (even to a value Go refused), and when Go chose fewer Ps than CPUs: a
+// container's CPU limit is in force, and Ps beyond it would run more
+// threads at once than the limit allows, to be throttled for it.
+func procs(getenv func(string) string, goDefault, cpus int) (int, bool) {
+	if getenv("GOMAXPROCS") != "" || goDefault < cpus {
+		return goDefault, false
 	}
-	return goDefault + spareProcs
+	return goDefault + spareProcs, true
 }
 
 // signalContext is cancelled by the first SIGINT or SIGTERM, which starts a

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"flag"
 	"io"
 	"net/http"
 	"os"
@@ -25,11 +26,21 @@ func TestProcs(t *testing.T) {
 			return ""
 		}
 	}
-	if got := procs(env(""), 2); got != 2+spareProcs {
-		t.Errorf("procs with GOMAXPROCS unset on 2 CPUs: %d, want %d", got, 2+spareProcs)
-	}
-	if got := procs(env("3"), 3); got != 3 {
-		t.Errorf("procs with GOMAXPROCS=3: %d, want 3 as Go set it", got)
+	for _, tc := range []struct {
+		name            string
+		env             string
+		goDefault, cpus int
+		want            int
+		set             bool
+	}{
+		{"no limit", "", 2, 2, 2 + spareProcs, true},
+		{"GOMAXPROCS set", "3", 3, 2, 3, false},
+		{"GOMAXPROCS refused by Go", "abc", 2, 2, 2, false},
+		{"a CPU limit below the CPUs", "", 2, 8, 2, false},
+	} {
+		if got, set := procs(env(tc.env), tc.goDefault, tc.cpus); got != tc.want || set != tc.set {
+			t.Errorf("%s: procs = (%d, %t), want (%d, %t)", tc.name, got, set, tc.want, tc.set)
+		}
 	}
 }
 
@@ -39,6 +50,14 @@ func TestBinaryRunsSpareProcs(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and starts the converge binary")
 	}
+	if f := flag.Lookup("test.cpu"); os.Getenv("GOMAXPROCS") != "" || (f != nil && f.Value.String() != "") {
+		t.Skip("GOMAXPROCS or -cpu is set for this test, so Go's own default is unknown here")
+	}
+	goDefault := runtime.GOMAXPROCS(0)
+	wantDefault := goDefault + spareProcs
+	if goDefault < runtime.NumCPU() {
+		wantDefault = goDefault // a CPU limit is in force: no spare Ps
+	}
 	bin := clustertest.Binary(t)
 	var base []string
 	for _, kv := range os.Environ() {
@@ -46,48 +65,50 @@ func TestBinaryRunsSpareProcs(t *testing.T) {
 			base = append(base, kv)
 		}
 	}
-	goDefault := runtime.GOMAXPROCS(0)
-	if os.Getenv("GOMAXPROCS") != "" {
-		t.Skip("this test's own GOMAXPROCS is set, so Go's default is unknown here")
-	}
 	for _, tc := range []struct {
+		name string
 		env  []string
 		want int
 	}{
-		{nil, goDefault + spareProcs},
-		{[]string{"GOMAXPROCS=3"}, 3},
+		{"Go's default", nil, wantDefault},
+		{"GOMAXPROCS=3", []string{"GOMAXPROCS=3"}, 3},
 	} {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		cmd := exec.CommandContext(ctx, bin, "dev", "--addr", "127.0.0.1:0", "--broker-port", "0", "--data", t.TempDir(), "--log-level", "warn")
-		cmd.Env = append(append([]string{}, base...), tc.env...)
-		cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		var lbURL string
-		lines := bufio.NewScanner(out)
-		for lbURL == "" && lines.Scan() {
-			if f := strings.Fields(lines.Text()); len(f) == 3 && f[0] == "load" && f[1] == "balancer" {
-				lbURL = f[2]
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			cmd := exec.CommandContext(ctx, bin, "dev", "--addr", "127.0.0.1:0", "--broker-port", "0", "--data", t.TempDir(), "--log-level", "warn")
+			cmd.Env = append(append([]string{}, base...), tc.env...)
+			cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
+			cmd.WaitDelay = 10 * time.Second // then killed
+			out, w := io.Pipe()
+			cmd.Stdout = w
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
 			}
-		}
-		go io.Copy(io.Discard, out)
-		got := -1
-		if lbURL != "" {
-			got = gomaxprocs(t, lbURL+"/metrics")
-		}
-		cancel()
-		_ = cmd.Wait()
-		if lbURL == "" {
-			t.Fatalf("env %v: converge dev printed no load balancer URL", tc.env)
-		}
-		if got != tc.want {
-			t.Errorf("env %v: converge dev runs GOMAXPROCS %d, want %d", tc.env, got, tc.want)
-		}
+			exited := make(chan struct{})
+			go func() {
+				_ = cmd.Wait()
+				w.Close() // ends the reads below, whenever it exits
+				close(exited)
+			}()
+			t.Cleanup(func() {
+				cancel()
+				<-exited
+			})
+			var lbURL string
+			lines := bufio.NewScanner(out)
+			for lbURL == "" && lines.Scan() {
+				if f := strings.Fields(lines.Text()); len(f) == 3 && f[0] == "load" && f[1] == "balancer" {
+					lbURL = f[2]
+				}
+			}
+			go io.Copy(io.Discard, out) // until it exits
+			if lbURL == "" {
+				t.Fatal("converge dev printed no load balancer URL")
+			}
+			if got := gomaxprocs(t, lbURL+"/metrics"); got != tc.want {
+				t.Errorf("converge dev runs GOMAXPROCS %d, want %d", got, tc.want)
+			}
+		})
 	}
 }
 
