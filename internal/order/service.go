@@ -31,7 +31,10 @@ type Service struct {
 	log     *slog.Logger
 	now     func() time.Time
 	waiters *waiters
-	placer  placer
+	// waitPoll is how often a Wait reads the order again, for changes
+	// made by another instance that it is not told of.
+	waitPoll time.Duration
+	placer   placer
 
 	drainOnce sync.Once
 	draining  chan struct{} // closed by Drain
@@ -81,7 +84,7 @@ func (s *Service) Wake(ids ...string) {
 // NewService returns a service over store; notify is called after every
 // commit that wrote to the outbox.
 func NewService(store Store, notify func(), log *slog.Logger) *Service {
-	return &Service{store: store, notify: notify, log: log, now: time.Now, waiters: newWaiters(), draining: make(chan struct{})}
+	return &Service{store: store, notify: notify, log: log, now: time.Now, waiters: newWaiters(), waitPoll: 250 * time.Millisecond, draining: make(chan struct{})}
 }
 
 // Place accepts an order: it is stored PENDING together with its
@@ -214,7 +217,7 @@ func (s *Service) Wait(ctx context.Context, id string, d time.Duration) (Order, 
 	defer cancel()
 	// Polling covers changes made by another instance of the service, which
 	// this process is not told about.
-	poll := time.NewTicker(250 * time.Millisecond)
+	poll := time.NewTicker(s.waitPoll)
 	defer poll.Stop()
 	for {
 		changed, stop := s.waiters.watch(id)
@@ -314,7 +317,7 @@ func (s *Service) Cancel(ctx context.Context, id, traceparent string) (o Order, 
 		}
 		e.TraceParent = traceparent
 		wasPending = o.Status == Pending
-		o.Status, o.UpdatedAt, changed = Cancelled, now, true
+		o.Status, o.Reason, o.UpdatedAt, changed = Cancelled, "", now, true
 		return tx.Emit(ctx, e)
 	})
 	if err != nil {
