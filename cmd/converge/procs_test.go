@@ -5,16 +5,15 @@ import (
 	"context"
 	"flag"
 	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"runtime"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/convergehq/converge/internal/cluster/clustertest"
+	"github.com/convergehq/converge/internal/metrics/metricstest"
 )
 
 func TestProcs(t *testing.T) {
@@ -105,31 +104,13 @@ func TestBinaryRunsSpareProcs(t *testing.T) {
 			if lbURL == "" {
 				t.Fatal("converge dev printed no load balancer URL")
 			}
-			if got := gomaxprocs(t, lbURL+"/metrics"); got != tc.want {
-				t.Errorf("converge dev runs GOMAXPROCS %d, want %d", got, tc.want)
+			m := metricstest.Scrape(t, lbURL+"/metrics")
+			if !m.Has("go_sched_gomaxprocs_threads") {
+				t.Fatal("no go_sched_gomaxprocs_threads on the load balancer's /metrics")
+			}
+			if got := m.Sum("go_sched_gomaxprocs_threads"); got != float64(tc.want) {
+				t.Errorf("converge dev runs GOMAXPROCS %v, want %d", got, tc.want)
 			}
 		})
 	}
-}
-
-// gomaxprocs reads go_sched_gomaxprocs_threads from a metrics page.
-func gomaxprocs(t *testing.T, url string) int {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	lines := bufio.NewScanner(resp.Body)
-	for lines.Scan() {
-		if name, value, ok := strings.Cut(lines.Text(), " "); ok && strings.HasPrefix(name, "go_sched_gomaxprocs_threads") {
-			n, err := strconv.Atoi(value)
-			if err != nil {
-				t.Fatalf("go_sched_gomaxprocs_threads %q: %v", value, err)
-			}
-			return n
-		}
-	}
-	t.Fatalf("no go_sched_gomaxprocs_threads on %s (%v)", url, lines.Err())
-	return 0
 }
