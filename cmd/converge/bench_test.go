@@ -9,8 +9,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/convergehq/converge/internal/bench"
 	"github.com/convergehq/converge/internal/cache/rediscache/redistest"
 	"github.com/convergehq/converge/internal/cluster/clustertest"
@@ -122,20 +120,7 @@ func TestBenchCluster(t *testing.T) {
 		}
 		return n
 	}
-	opts, err := redis.ParseURL(cache)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rdb := redis.NewClient(opts)
-	defer rdb.Close()
-	benchKeys := func() int {
-		t.Helper()
-		keys, err := rdb.Keys(context.Background(), "converge-bench-*").Result()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return len(keys)
-	}
+	benchKeys := func() int { return redistest.CountKeys(t, cache, "converge-bench-") }
 	before, keysBefore := benchDBs(), benchKeys()
 	out := filepath.Join(t.TempDir(), "out")
 	args := []string{"bench", "--topology", "cluster", "--postgres", pg, "--cache", cache, "--binary", clustertest.Binary(t),

@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/convergehq/converge/internal/cache/cachetest"
 	"github.com/convergehq/converge/internal/cache/rediscache"
 	"github.com/convergehq/converge/internal/cache/rediscache/redistest"
@@ -74,7 +72,7 @@ func TestPurge(t *testing.T) {
 	if err := gone.Purge(ctx); err != nil {
 		t.Fatalf("Purge: %v", err)
 	}
-	if n := countKeys(t, url, goneP); n != 0 {
+	if n := redistest.CountKeys(t, url, goneP); n != 0 {
 		t.Errorf("%d keys left under the purged prefix, want 0", n)
 	}
 	for _, key := range []string{"k0", "k1499"} {
@@ -95,34 +93,12 @@ func TestPurge(t *testing.T) {
 	if err := star.Purge(ctx); err != nil {
 		t.Fatalf("Purge: %v", err)
 	}
-	if n := countKeys(t, url, base+"gx"); n == 0 {
+	if n := redistest.CountKeys(t, url, base+"gx"); n == 0 {
 		t.Errorf("purging prefix %q deleted the keys of prefix %q", base+"g*", base+"gx")
 	}
 	if err := redistest.New(t, url, rediscache.Options{}).Purge(ctx); err == nil {
 		t.Error("Purge of a cache without a prefix (all of the database) = nil error, want a refusal")
 	}
-}
-
-// countKeys counts the keys that start with prefix, by reading them all.
-func countKeys(t *testing.T, url, prefix string) int {
-	t.Helper()
-	opts, err := redis.ParseURL(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := redis.NewClient(opts)
-	defer c.Close()
-	keys, err := c.Keys(context.Background(), "*").Result()
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for _, k := range keys {
-		if strings.HasPrefix(k, prefix) {
-			n++
-		}
-	}
-	return n
 }
 
 func TestNewRejectsBadURLWithoutThePassword(t *testing.T) {

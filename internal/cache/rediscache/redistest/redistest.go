@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/convergehq/converge/internal/cache"
 	"github.com/convergehq/converge/internal/cache/rediscache"
 )
@@ -72,4 +74,28 @@ func New(t testing.TB, url string, opts rediscache.Options) *rediscache.Cache {
 		}
 	})
 	return c
+}
+
+// CountKeys counts the keys of the Redis at url that start with prefix, by
+// reading every key name: it does not depend on how a pattern would match
+// the prefix.
+func CountKeys(t testing.TB, url, prefix string) int {
+	t.Helper()
+	opts, err := redis.ParseURL(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := redis.NewClient(opts)
+	defer c.Close()
+	keys, err := c.Keys(context.Background(), "*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, k := range keys {
+		if strings.HasPrefix(k, prefix) {
+			n++
+		}
+	}
+	return n
 }
