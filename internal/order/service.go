@@ -52,18 +52,14 @@ type Service struct {
 // status and when it was placed. Metrics use it for order -> final latency.
 func (s *Service) OnFinal(f func(to Status, createdAt time.Time)) { s.final = f }
 
-// finalOrder is an order a transaction moved out of PENDING.
-type finalOrder struct {
-	order Order // as the transaction left it
-}
-
-// reportFinal tells OnFinal's f about orders whose move committed.
-func (s *Service) reportFinal(fs []finalOrder) {
+// reportFinal tells OnFinal's f about orders whose move out of PENDING
+// committed, each as its transaction left it.
+func (s *Service) reportFinal(moved []Order) {
 	if s.final == nil {
 		return
 	}
-	for _, f := range fs {
-		s.final(f.order.Status, f.order.CreatedAt)
+	for _, o := range moved {
+		s.final(o.Status, o.CreatedAt)
 	}
 }
 
@@ -325,7 +321,7 @@ func (s *Service) Cancel(ctx context.Context, id, traceparent string) (o Order, 
 	}
 	if changed {
 		if wasPending {
-			s.reportFinal([]finalOrder{{order: o}})
+			s.reportFinal([]Order{o})
 		}
 		s.notify()
 		s.waiters.settle(o)
@@ -351,7 +347,7 @@ func (s *Service) ApplyBatch(ctx context.Context, es []events.Envelope) []error 
 		touched []string
 		// finals collects what the transaction running now moved out of
 		// PENDING; committed, what the committed ones did.
-		finals, committed []finalOrder
+		finals, committed []Order
 	)
 	update := func(ctx context.Context, fn func(Tx) error) error {
 		err := s.store.Update(ctx, func(tx Tx) error {
@@ -364,10 +360,10 @@ func (s *Service) ApplyBatch(ctx context.Context, es []events.Envelope) []error 
 		return err
 	}
 	errs := inbox.ApplyBatch(ctx, update, es, func(ctx context.Context, tx Tx, e events.Envelope) error {
-		id, f, err := s.apply(ctx, tx, e)
+		id, moved, err := s.apply(ctx, tx, e)
 		touched = append(touched, id)
-		if err == nil && f.order.Status != "" {
-			finals = append(finals, f)
+		if err == nil && moved.Status != "" {
+			finals = append(finals, moved)
 		}
 		return err
 	})
@@ -375,8 +371,8 @@ func (s *Service) ApplyBatch(ctx context.Context, es []events.Envelope) []error 
 	// The Waits for orders the batch moved get them as committed; the
 	// others are woken to read theirs again (waking one whose order did
 	// not move, its transaction rolled back, is harmless).
-	for _, f := range committed {
-		s.waiters.settle(f.order)
+	for _, o := range committed {
+		s.waiters.settle(o)
 	}
 	s.Wake(touched...)
 	if s.changed != nil && len(touched) > 0 {
@@ -385,7 +381,9 @@ func (s *Service) ApplyBatch(ctx context.Context, es []events.Envelope) []error 
 	return errs
 }
 
-func (s *Service) apply(ctx context.Context, tx Tx, e events.Envelope) (orderID string, final finalOrder, err error) {
+// apply applies one reply in tx. When it moves the order out of PENDING,
+// moved is the order as tx leaves it; otherwise moved is the zero Order.
+func (s *Service) apply(ctx context.Context, tx Tx, e events.Envelope) (orderID string, moved Order, err error) {
 	ctx = telemetry.WithTraceParent(ctx, e.TraceParent) // the batch's transaction, under this event's trace
 	var (
 		to     Status
@@ -395,40 +393,40 @@ func (s *Service) apply(ctx context.Context, tx Tx, e events.Envelope) (orderID 
 	case events.StockReserved:
 		var d events.StockReservedData
 		if err := e.DecodeData(&d); err != nil {
-			return "", finalOrder{}, err
+			return "", Order{}, err
 		}
 		orderID, to = d.OrderID, Confirmed
 	case events.StockRejected:
 		var d events.StockRejectedData
 		if err := e.DecodeData(&d); err != nil {
-			return "", finalOrder{}, err
+			return "", Order{}, err
 		}
 		orderID, to, reason = d.OrderID, Rejected, d.Reason
 	case events.StockReleased:
 		var d events.StockReleasedData
 		if err := e.DecodeData(&d); err != nil {
-			return "", finalOrder{}, err
+			return "", Order{}, err
 		}
 		orderID = d.OrderID
 	default:
-		return "", finalOrder{}, fmt.Errorf("%w: the order service does not consume %s", events.ErrUnknown, e.Type)
+		return "", Order{}, fmt.Errorf("%w: the order service does not consume %s", events.ErrUnknown, e.Type)
 	}
 	fresh, err := tx.Claim(ctx, e)
 	if err != nil || !fresh {
-		return orderID, finalOrder{}, err
+		return orderID, Order{}, err
 	}
 	o, err := tx.Get(ctx, orderID)
 	if errors.Is(err, ErrNotFound) {
 		// A reply for an order DB A never had: retrying cannot help.
-		return orderID, finalOrder{}, fmt.Errorf("%w: %w", events.ErrUnknown, err)
+		return orderID, Order{}, fmt.Errorf("%w: %w", events.ErrUnknown, err)
 	}
 	if err != nil || to == "" || o.Status != Pending {
-		return orderID, finalOrder{}, err
+		return orderID, Order{}, err
 	}
 	at := s.now().UTC().Truncate(time.Microsecond) // as the database keeps it
 	if err := tx.SetStatus(ctx, orderID, Pending, to, reason, at); err != nil {
-		return orderID, finalOrder{}, err
+		return orderID, Order{}, err
 	}
 	o.Status, o.Reason, o.UpdatedAt = to, reason, at
-	return orderID, finalOrder{order: o}, nil
+	return orderID, o, nil
 }
