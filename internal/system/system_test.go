@@ -197,6 +197,49 @@ func TestIdempotencyKey(t *testing.T) {
 	}
 }
 
+// With Prefer: wait=N (RFC 7240) the POST answers once the order is final,
+// in one round trip: 201 with the order it created, 200 with the order a
+// replayed key names; without the preference, or with wait=0, 202 PENDING.
+func TestPlaceWithPreferWait(t *testing.T) {
+	sys := start(t)
+	c := newClient(t, sys)
+	c.setStock("A-1", 10)
+	place := func(customer, sku string, headers ...string) (response, orderView) {
+		t.Helper()
+		r := c.do("POST", "/api/v1/orders", map[string]any{"customer_id": customer, "items": []item{{sku, 1}}}, headers...)
+		var o orderView
+		r.decode(t, &o)
+		if r.Header.Get("Location") != "/api/v1/orders/"+o.ID {
+			t.Fatalf("Location %q, want /api/v1/orders/%s", r.Header.Get("Location"), o.ID)
+		}
+		return r, o
+	}
+	tests := []struct {
+		name, sku, prefer, key string
+		status                 int
+		order, reason          string
+	}{
+		{"confirmed", "A-1", "wait=10", "", http.StatusCreated, "CONFIRMED", ""},
+		{"rejected, among other preferences", "NOPE-1", `respond-async, WAIT="10"; x=y`, "", http.StatusCreated, "REJECTED", "unknown_sku"},
+		{"with a key", "A-1", "wait=10", "k-1", http.StatusCreated, "CONFIRMED", ""},
+		{"the key replayed", "A-1", "wait=10", "k-1", http.StatusOK, "CONFIRMED", ""},
+		{"no wait", "A-1", "return=minimal", "", http.StatusAccepted, "PENDING", ""},
+		{"wait=0", "A-1", "wait=0", "", http.StatusAccepted, "PENDING", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, o := place("prefer", tt.sku, "Prefer", tt.prefer, "Idempotency-Key", tt.key)
+			if r.Status != tt.status || o.Status != tt.order || o.Reason != tt.reason {
+				t.Fatalf("status %d, order %s %q; want %d, %s %q: %s", r.Status, o.Status, o.Reason, tt.status, tt.order, tt.reason, r.Body)
+			}
+			if replayed := r.Header.Get("Idempotent-Replayed") == "true"; replayed != (tt.status == http.StatusOK) {
+				t.Fatalf("Idempotent-Replayed %v on a %d", replayed, r.Status)
+			}
+		})
+	}
+	checkInvariants(t, sys)
+}
+
 func TestInvalidInputsChangeNothing(t *testing.T) {
 	dir := t.TempDir()
 	sys := startIn(t, dir)
@@ -257,6 +300,9 @@ func TestInvalidInputsChangeNothing(t *testing.T) {
 		{"unknown query parameter", "GET", "/api/v1/orders?aftr=x", "", nil, 400},
 		{"query parameter twice", "GET", "/api/v1/inventory?limit=1&limit=2", "", nil, 400},
 		{"query on a place", "POST", "/api/v1/orders?dry_run=true", `{"customer_id":"c","items":[{"sku":"A-1","quantity":1}]}`, nil, 400},
+		{"prefer wait too long", "POST", "/api/v1/orders", `{"customer_id":"c","items":[{"sku":"A-1","quantity":1}]}`, []string{"Prefer", "wait=31"}, 400},
+		{"prefer wait not a number", "POST", "/api/v1/orders", `{"customer_id":"c","items":[{"sku":"A-1","quantity":1}]}`, []string{"Prefer", "respond-async, wait=5s"}, 400},
+		{"prefer wait negative", "POST", "/api/v1/orders", `{"customer_id":"c","items":[{"sku":"A-1","quantity":1}]}`, []string{"Prefer", "wait=-1"}, 400},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

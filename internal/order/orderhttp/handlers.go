@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/convergehq/converge/internal/order"
@@ -17,6 +19,11 @@ func handlePlace(svc *order.Service, log *slog.Logger) http.Handler {
 			web.WriteProblem(w, http.StatusBadRequest, "Idempotency-Key must be 1 to 255 visible ASCII characters")
 			return
 		}
+		wait, err := preferWait(r.Header)
+		if err != nil {
+			web.WriteProblem(w, http.StatusBadRequest, err.Error())
+			return
+		}
 		var in order.PlaceInput
 		if err := web.Decode(w, r, &in); err != nil {
 			web.Error(w, r, log, statuses(), err)
@@ -27,12 +34,53 @@ func handlePlace(svc *order.Service, log *slog.Logger) http.Handler {
 			web.Error(w, r, log, statuses(), err)
 			return
 		}
+		if wait > 0 && o.Status == order.Pending {
+			// The order is stored: a failed wait still answers 202 with
+			// it, as without the preference, rather than an error that
+			// would invite a retry placing it again.
+			if final, werr := svc.Wait(r.Context(), o.ID, wait); werr == nil {
+				o = final
+			} else if r.Context().Err() == nil {
+				log.WarnContext(r.Context(), "waiting for a placed order failed; answering 202", "order", o.ID, "err", werr)
+			}
+		}
 		w.Header().Set("Location", "/api/v1/orders/"+o.ID)
 		if !created {
 			w.Header().Set("Idempotent-Replayed", "true")
 		}
-		web.WriteJSON(w, http.StatusAccepted, o)
+		status := http.StatusAccepted
+		switch {
+		case wait == 0 || o.Status == order.Pending:
+		case created:
+			status = http.StatusCreated
+		default:
+			status = http.StatusOK
+		}
+		web.WriteJSON(w, status, o)
 	})
+}
+
+// preferWait reads the wait preference of RFC 7240 from the Prefer headers:
+// how long the client will wait for the order's outcome, in whole seconds
+// up to order.MaxWait; 0 without one. Other preferences are ignored, as the
+// RFC asks; a wait that is not such a number is refused.
+func preferWait(h http.Header) (time.Duration, error) {
+	for _, v := range h.Values("Prefer") {
+		for pref := range strings.SplitSeq(v, ",") {
+			pref, _, _ = strings.Cut(pref, ";") // parameters of a preference: none for wait
+			name, val, _ := strings.Cut(pref, "=")
+			if !strings.EqualFold(strings.TrimSpace(name), "wait") {
+				continue
+			}
+			val = strings.Trim(strings.TrimSpace(val), `"`)
+			n, err := strconv.Atoi(val)
+			if err != nil || n < 0 || time.Duration(n)*time.Second > order.MaxWait {
+				return 0, fmt.Errorf("the wait of the Prefer header must be whole seconds from 0 to %d, got %q", int(order.MaxWait/time.Second), val)
+			}
+			return time.Duration(n) * time.Second, nil // the first one counts (RFC 7240, section 2)
+		}
+	}
+	return 0, nil
 }
 
 func handleGet(svc *order.Service, log *slog.Logger) http.Handler {
