@@ -31,6 +31,7 @@ func runLoad(ctx context.Context, args []string, getenv func(string) string, std
 	fs.Float64Var(&cfg.Rate, "rate", 0, fmt.Sprintf("open model: start this many orders a second on a schedule, whatever the answers (up to %d; the report says if the client fell behind); 0: the closed model of --concurrency", load.MaxRate))
 	fs.DurationVar(&cfg.Duration, "duration", 0, "stop placing orders after this long (--orders is then the most; by default rate x duration in the open model, unbounded in the closed one)")
 	fs.Float64Var(&cfg.CancelRatio, "cancel-ratio", 0, "share of accepted orders to cancel as soon as they are accepted, 0 to 1")
+	fs.BoolVar(&cfg.PreferWait, "prefer-wait", false, "each POST asks, with Prefer: wait=30, to be answered once its order is final: one round trip per order instead of a POST and a GET ?wait=; closed-model workers then wait for outcomes (orders to cancel are placed without it)")
 	fs.Float64Var(&cfg.UnknownSKURatio, "unknown-sku-ratio", 0, "share of orders naming a SKU that does not exist (rejected as unknown_sku), 0 to 1")
 	outDir := fs.String("out", "", "also write report.json (raw figures), latency.svg, histogram.svg and report.html into this `directory`")
 	if err := parseFlags(fs, args, getenv, stdout); err != nil {

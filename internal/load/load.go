@@ -60,6 +60,12 @@ type Config struct {
 	// CancelRatio is the share of accepted orders cancelled as soon as
 	// their 202 arrives (racing the reservation), from 0 to 1.
 	CancelRatio float64
+	// PreferWait makes each POST ask, with Prefer: wait, to be answered
+	// once its order is final: one round trip per order instead of a POST
+	// and a GET ?wait=, and in the closed model a worker then waits for
+	// its order's outcome, not only its acceptance. Orders drawn to be
+	// cancelled are placed without it, to be cancelled while PENDING.
+	PreferWait bool
 	// UnknownSKURatio is the share of orders with an item of a SKU that
 	// does not exist, which inventory rejects as unknown_sku, from 0 to 1.
 	UnknownSKURatio float64
@@ -114,6 +120,9 @@ func (c Config) Plan() string {
 		s += fmt.Sprintf(" for %s (at most %d orders)", c.Duration, c.Orders)
 	} else {
 		s += fmt.Sprintf(", %d orders", c.Orders)
+	}
+	if c.PreferWait {
+		s += ", each POST waiting for its outcome (Prefer: wait)"
 	}
 	return s
 }

@@ -29,12 +29,17 @@ type fakeAPI struct {
 	stuck func(n int) bool
 	// onPost, if set, runs on every POST.
 	onPost func(n int)
+	// shortWait, if set, answers the n-th POST at once with 202 even if
+	// it prefers to wait, as the API does when the wait runs out.
+	shortWait func(n int) bool
 
 	mu       sync.Mutex
 	onHand   map[string]int64
 	reserved map[string]int64
 	orders   map[string]*fakeOrder
 	posts    int
+	prefers  int // POSTs with Prefer: wait=30
+	gets     int
 	problems []string // ways the client broke the API's contract
 }
 
@@ -179,13 +184,36 @@ func (f *fakeAPI) place(w http.ResponseWriter, r *http.Request) {
 	}
 	id := fmt.Sprintf("o-%d", n)
 	f.orders[id] = o
-	writeJSON(w, http.StatusAccepted, map[string]any{"id": id, "customer_id": in.CustomerID, "status": "PENDING",
-		"created_at": o.created, "updated_at": o.created})
+	prefer := r.Header.Get("Prefer")
+	if prefer != "" {
+		f.prefers++
+		if prefer != "wait=30" {
+			f.problems = append(f.problems, fmt.Sprintf("POST order: Prefer %q", prefer))
+		}
+	}
+	if prefer == "" || o.final == "PENDING" || (f.shortWait != nil && f.shortWait(n)) {
+		writeJSON(w, http.StatusAccepted, map[string]any{"id": id, "customer_id": in.CustomerID, "status": "PENDING",
+			"created_at": o.created, "updated_at": o.created})
+		return
+	}
+	f.mu.Unlock()
+	time.Sleep(f.settle) // the order settles while the POST waits
+	f.mu.Lock()
+	writeJSON(w, http.StatusCreated, map[string]any{"id": id, "customer_id": in.CustomerID, "status": o.final,
+		"reason": reason(o.final), "created_at": o.created, "updated_at": o.readyAt})
+}
+
+func reason(status string) string {
+	if status == "REJECTED" {
+		return "insufficient_stock"
+	}
+	return ""
 }
 
 func (f *fakeAPI) get(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	o, ok := f.orders[r.PathValue("id")]
+	f.gets++
 	f.mu.Unlock()
 	if !ok {
 		writeJSON(w, http.StatusNotFound, map[string]string{"detail": "no such order"})
@@ -218,11 +246,7 @@ func (f *fakeAPI) get(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	reason := ""
-	if status == "REJECTED" {
-		reason = "insufficient_stock"
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"id": r.PathValue("id"), "status": status, "reason": reason,
+	writeJSON(w, http.StatusOK, map[string]any{"id": r.PathValue("id"), "status": status, "reason": reason(status),
 		"created_at": o.created, "updated_at": updated})
 }
 
@@ -319,6 +343,43 @@ func TestRunCountsEveryOrder(t *testing.T) {
 		}
 	}
 	t.Logf("report:\n%s", out)
+}
+
+// With PreferWait an order takes one request: the POST waits for the
+// outcome, and only an order whose wait ran out (202 PENDING) is followed
+// with GETs.
+func TestRunPreferWait(t *testing.T) {
+	f := newFakeAPI(t)
+	f.shortWait = func(n int) bool { return n%10 == 0 }
+	srv := f.serve(t)
+	cfg := testConfig(srv.URL)
+	cfg.PreferWait = true
+
+	rep, err := Run(t.Context(), cfg, NewClient(cfg.Concurrency))
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	f.mu.Lock()
+	posts, prefers, gets := f.posts, f.prefers, f.gets
+	f.mu.Unlock()
+	if posts != 300 || prefers != 300 || gets != 30 {
+		t.Errorf("POSTs %d, with Prefer %d, GETs %d; want 300, 300 and one GET for each of the 30 answered 202", posts, prefers, gets)
+	}
+	if rep.Accepted != 300 || rep.Converged != 300 || len(rep.Errors) != 0 || len(rep.WaitErrors) != 0 {
+		t.Errorf("accepted %d, converged %d, errors %v, wait errors %v; want 300, 300, none, none", rep.Accepted, rep.Converged, rep.Errors, rep.WaitErrors)
+	}
+	if rep.ToFinal.N != 300 || rep.ToFinal.P50 != f.settle || rep.ToFinal.Max != f.settle {
+		t.Errorf("order->final %v, want 300 samples of exactly %v", rep.ToFinal, f.settle)
+	}
+	var b strings.Builder
+	if err := rep.Print(&b); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"300 accepted (201 or 202)", "POST          p50 ", "Prefer: wait=30"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, b.String())
+		}
+	}
 }
 
 func TestRunCountsFailedOrdersByStatus(t *testing.T) {

@@ -294,7 +294,11 @@ func (rep Report) Print(w io.Writer) error {
 		line("mix", "%d orders with an unknown SKU (%s), %d cancelled at once (%s), %d of those too late: already REJECTED",
 			rep.UnknownSKU, pct(c.UnknownSKURatio), rep.Cancels, pct(c.CancelRatio), rep.CancelsTooLate)
 	}
-	orders := fmt.Sprintf("%d sent, %d accepted (202), %d errors", rep.Sent, rep.Accepted, sum(rep.Errors))
+	accepted, answer := "202", "202"
+	if c.PreferWait {
+		accepted, answer = "201 or 202", "POST"
+	}
+	orders := fmt.Sprintf("%d sent, %d accepted (%s), %d errors", rep.Sent, rep.Accepted, accepted, sum(rep.Errors))
 	if n := rep.NotSent(); n > 0 {
 		orders += fmt.Sprintf(", %d not sent", n)
 	}
@@ -315,7 +319,7 @@ func (rep Report) Print(w io.Writer) error {
 	} else {
 		line("accept", "-")
 	}
-	line("202", "%s", rep.AcceptLatency)
+	line(answer, "%s", rep.AcceptLatency)
 	if rep.Converged > 0 {
 		line("converged", "%d of %d in %s after the first order  (%s orders/s end to end)",
 			rep.Converged, rep.Accepted, fmtDur(rep.ConvergeSpan), fmtRate(rep.EndToEndRate()))
@@ -361,9 +365,14 @@ func (rep Report) Print(w io.Writer) error {
 	if rep.Stopped != "" {
 		line("stopped", "%s after %s", rep.Stopped, fmtDur(rep.Elapsed))
 	}
-	line("note", "202 is measured here, from sending the POST to its answer; order->final is the order service's own,")
+	line("note", "%s is measured here, from sending the POST to its answer; order->final is the order service's own,", answer)
 	line("", "from created_at to the updated_at of CONFIRMED or REJECTED (cancelled orders left out); seen final")
-	line("", "is from sending the POST to a GET ?wait=%s answer with the final status, an upper bound", waitFor)
+	if c.PreferWait {
+		line("", "is from sending the POST (Prefer: wait=%d) to the first answer with the final status, that POST's", int(waitFor/time.Second))
+		line("", "or, where its wait ran out, a GET ?wait=%s's: an upper bound", waitFor)
+	} else {
+		line("", "is from sending the POST to a GET ?wait=%s answer with the final status, an upper bound", waitFor)
+	}
 	_, err := io.WriteString(w, b.String())
 	return err
 }

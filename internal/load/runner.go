@@ -387,8 +387,12 @@ func (r *runner) place(ctx context.Context, rec *record) {
 		Items      []item `json:"items"`
 	}{"load-" + strconv.Itoa(rec.n+1), rec.items})
 
+	var prefer string
+	if r.cfg.PreferWait && !rec.cancel {
+		prefer = "wait=" + strconv.Itoa(int(waitFor/time.Second))
+	}
 	rec.sent = time.Now()
-	code, resp, err := r.do(ctx, http.MethodPost, "/api/v1/orders", body)
+	code, resp, err := r.doPrefer(ctx, http.MethodPost, "/api/v1/orders", body, prefer)
 	now := time.Now()
 	if err != nil {
 		if ctx.Err() != nil {
@@ -398,7 +402,9 @@ func (r *runner) place(ctx context.Context, rec *record) {
 		return
 	}
 	rec.done = true
-	if code != http.StatusAccepted {
+	// With Prefer: wait, 201 brings the final order, 202 a PENDING one
+	// (the wait ran out), which the followers then take on.
+	if code != http.StatusAccepted && (prefer == "" || code != http.StatusCreated) {
 		rec.failure, rec.detail = strconv.Itoa(code), describe(code, resp)
 		return
 	}
@@ -497,8 +503,13 @@ func sleep(ctx context.Context, d time.Duration) {
 
 // do sends one request to the base URL and reads the whole answer.
 func (r *runner) do(ctx context.Context, method, path string, body []byte) (int, []byte, error) {
+	return r.doPrefer(ctx, method, path, body, "")
+}
+
+// doPrefer is do with a Prefer header, unless prefer is empty.
+func (r *runner) doPrefer(ctx context.Context, method, path string, body []byte, prefer string) (int, []byte, error) {
 	guard := requestGuard
-	if method == http.MethodGet && strings.Contains(path, "?wait=") {
+	if (method == http.MethodGet && strings.Contains(path, "?wait=")) || prefer != "" {
 		guard += waitFor
 	}
 	ctx, cancel := context.WithTimeout(ctx, guard)
@@ -515,6 +526,9 @@ func (r *runner) do(ctx context.Context, method, path string, body []byte) (int,
 	req.Header.Set("Accept", "application/json")
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	if prefer != "" {
+		req.Header.Set("Prefer", prefer)
 	}
 	resp, err := r.client.Do(req)
 	if err != nil {
