@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/url"
 	"strings"
 	"sync"
@@ -176,6 +177,11 @@ type LBConfig struct {
 	Policy    string // least-loaded or round-robin
 	AccessLog bool   // log a line per HTTP request at info
 	Tracing   telemetry.Tracing
+	// Listener, when set, is Addr already bound: the load balancer serves
+	// on it and closes it when it stops (not a flag; converge dev binds
+	// its address before it writes anything, and holds it, so that no
+	// other part of the process takes the port in between).
+	Listener net.Listener
 }
 
 // Register adds the role's flags to fs, with their defaults.
@@ -209,9 +215,11 @@ func StartLB(ctx context.Context, cfg LBConfig, log *slog.Logger) (*Edge, error)
 	if err != nil {
 		return nil, err
 	}
-	srv, err := listen(cfg.Addr)
-	if err != nil {
-		return nil, fmt.Errorf("lb: %w", err)
+	srv := &server{ln: cfg.Listener}
+	if srv.ln == nil {
+		if srv, err = listen(cfg.Addr); err != nil {
+			return nil, fmt.Errorf("lb: %w", err)
+		}
 	}
 	hctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	e := &Edge{http: srv, bal: bal, failed: make(chan error, 1), stop: stop}

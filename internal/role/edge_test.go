@@ -2,6 +2,7 @@ package role
 
 import (
 	"context"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"sync/atomic"
@@ -103,5 +104,44 @@ func TestGatewayBalancesOverEveryURL(t *testing.T) {
 		}
 	case <-time.After(3 * time.Second):
 		t.Fatal("Shutdown did not return: the health checks did not stop")
+	}
+}
+
+// TestLBServesOnTheListenerItIsGiven: converge dev binds the load balancer's
+// address first and holds it while the rest starts; the load balancer must
+// serve on that listener, not bind the address again (which the held
+// listener makes fail, and which, for a :0 address released in between,
+// another part of the process could have taken).
+func TestLBServesOnTheListenerItIsGiven(t *testing.T) {
+	gw, _ := fakeOrder(t, "gateway", false)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := StartLB(context.Background(), LBConfig{Addr: ln.Addr().String(), Listener: ln, Gateways: gw.URL, Policy: "round-robin"}, nil)
+	if err != nil {
+		ln.Close()
+		t.Fatalf("StartLB on a held listener: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if err := e.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+		if _, err := net.Dial("tcp", ln.Addr().String()); err == nil {
+			t.Errorf("%s still accepts connections after Shutdown: the listener was not closed", ln.Addr())
+		}
+	})
+	if want := "http://" + ln.Addr().String(); e.URL() != want {
+		t.Errorf("URL() = %s, want %s", e.URL(), want)
+	}
+	resp, err := http.Get(e.URL() + "/anything")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if got := resp.Header.Get("X-Instance"); got != "gateway" {
+		t.Errorf("answered by %q, want the gateway behind the load balancer", got)
 	}
 }

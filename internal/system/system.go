@@ -195,15 +195,19 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *System, err er
 		}
 	}()
 	// The load balancer's address is the one most likely taken: bind it
-	// before anything is written.
+	// before anything is written, and hold it until the load balancer
+	// serves on it, so that no other part takes the port (with :0, the
+	// broker or a service would be handed the same one).
 	lbListener, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("load balancer: listen on %s: %w", cfg.Addr, err)
 	}
+	defer func() {
+		if s.lb == nil { // not handed over: the start failed, and its error is the one to report
+			_ = lbListener.Close()
+		}
+	}()
 	lbAddr := lbListener.Addr().String()
-	if err := lbListener.Close(); err != nil {
-		return nil, fmt.Errorf("load balancer: %w", err)
-	}
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
@@ -277,7 +281,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *System, err er
 		s.GatewayURLs = append(s.GatewayURLs, gw.URL())
 		s.mu.Unlock()
 	}
-	lb, err := role.StartLB(ctx, role.LBConfig{Addr: lbAddr, Gateways: strings.Join(s.GatewayURLs, ","), Policy: cfg.LBPolicy, AccessLog: cfg.AccessLog, Tracing: cfg.Tracing}, log.With("role", "lb"))
+	lb, err := role.StartLB(ctx, role.LBConfig{Addr: lbAddr, Listener: lbListener, Gateways: strings.Join(s.GatewayURLs, ","), Policy: cfg.LBPolicy, AccessLog: cfg.AccessLog, Tracing: cfg.Tracing}, log.With("role", "lb"))
 	if err != nil {
 		return nil, err
 	}
