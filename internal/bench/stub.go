@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 )
@@ -12,7 +13,7 @@ import (
 // Stub stands in for both services behind the gateways of the bare chain.
 // It answers what the load client asks, as early as it can: an order is
 // accepted (202, PENDING) and is final (CONFIRMED) the first time it is
-// asked for, stock is set at once, and nothing is stored. What the chain
+// asked for, or at once (201) for a POST with Prefer: wait, stock is set at once, and nothing is stored. What the chain
 // then measures is the load balancer, the gateways and the client: the most
 // the real flow could reach on the same machine.
 func Stub() http.Handler {
@@ -38,7 +39,14 @@ func Stub() http.Handler {
 	})
 	mux.HandleFunc("POST /api/v1/orders", func(w http.ResponseWriter, r *http.Request) {
 		drain(r)
-		order(w, http.StatusAccepted, "stub-"+strconv.FormatInt(seq.Add(1), 10), "PENDING")
+		id := "stub-" + strconv.FormatInt(seq.Add(1), 10)
+		if strings.Contains(strings.ToLower(r.Header.Get("Prefer")), "wait=") {
+			// A client that waits for the outcome has it at once, in
+			// the one round trip the real flow answers it in.
+			order(w, http.StatusCreated, id, "CONFIRMED")
+			return
+		}
+		order(w, http.StatusAccepted, id, "PENDING")
 	})
 	mux.HandleFunc("GET /api/v1/orders/{id}", func(w http.ResponseWriter, r *http.Request) {
 		order(w, http.StatusOK, r.PathValue("id"), "CONFIRMED")

@@ -123,6 +123,9 @@ func (c Config) Plan() string {
 	}
 	if c.PreferWait {
 		s += ", each POST waiting for its outcome (Prefer: wait)"
+		if c.CancelRatio > 0 {
+			s += " but those of the orders to cancel"
+		}
 	}
 	return s
 }

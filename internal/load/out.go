@@ -21,7 +21,7 @@ const (
 
 // WriteFiles writes into dir, which it makes if missing: report.json (the
 // Report, every order's raw figures included), latency.svg (each order's
-// 202 and order->final against when it was sent), histogram.svg (how many
+// POST answer time and order->final against when it was sent), histogram.svg (how many
 // orders took how long) and report.html, which shows the printed report
 // and both pictures.
 func (rep Report) WriteFiles(dir string) error {
@@ -75,7 +75,7 @@ figcaption { font-size: 0.9rem; color: #333; }
 <body>
 <h1>converge load report</h1>
 <pre>{{.Text}}</pre>
-<figure>{{.Latency}}<figcaption>Each accepted order: its 202 latency (measured by the client) and its order&rarr;final time (the order service's created_at to updated_at), against when it was sent.</figcaption></figure>
+<figure>{{.Latency}}<figcaption>Each accepted order: its POST's answer time (measured by the client: the 202, or with Prefer: wait the 201) and its order&rarr;final time (the order service's created_at to updated_at), against when it was sent.</figcaption></figure>
 <figure>{{.Histogram}}<figcaption>How many orders took how long, on logarithmic buckets.</figcaption></figure>
 <p>Raw figures: <a href="report.json">report.json</a>. Written {{.Generated}}.</p>
 </body>
@@ -126,7 +126,7 @@ func (p *svgPlot) yTick(f float64, label string) {
 }
 
 func (p *svgPlot) legend() {
-	for i, s := range []struct{ colour, name string }{{colourAccept, "202 (client)"}, {colourFinal, "order→final (server)"}} {
+	for i, s := range []struct{ colour, name string }{{colourAccept, "POST answer (client)"}, {colourFinal, "order→final (server)"}} {
 		x := p.x(1) - 300 + float64(i)*150
 		fmt.Fprintf(&p.b, `<rect x="%g" y="12" width="12" height="12" fill="%s"/><text x="%g" y="22">%s</text>`+"\n", x, s.colour, x+16, s.name)
 	}
@@ -181,7 +181,7 @@ func decadeLabel(e int) string {
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
-// series returns the 202 latencies and order->final times of the orders,
+// series returns the POST answer latencies and order->final times of the orders,
 // and when each was sent.
 func (rep Report) series() (accept, final, acceptAt, finalAt []time.Duration) {
 	for _, o := range rep.Orders {
@@ -195,7 +195,7 @@ func (rep Report) series() (accept, final, acceptAt, finalAt []time.Duration) {
 	return accept, final, acceptAt, finalAt
 }
 
-// latencySVG draws every order's 202 and order->final against when it was
+// latencySVG draws every order's POST answer time and order->final against when it was
 // sent, on a logarithmic time axis.
 func (rep Report) latencySVG() string {
 	p := newPlot("Latency over the run")

@@ -85,7 +85,7 @@ type record struct {
 
 	done     bool // the POST got an answer or failed; false: not sent or cut off by the stop
 	sent     time.Time
-	accepted time.Time // the 202 arrived
+	accepted time.Time // the POST's answer arrived (202, or 201 with Prefer: wait)
 	seen     time.Time // the answer with a final status arrived
 	failure  string    // error kind of a failed POST: an HTTP status or noResponse
 	detail   string
@@ -410,7 +410,7 @@ func (r *runner) place(ctx context.Context, rec *record) {
 	}
 	var o order
 	if err := json.Unmarshal(resp, &o); err != nil || o.ID == "" || o.Status == "" {
-		rec.failure, rec.detail = "202 without an order", truncate(string(resp))
+		rec.failure, rec.detail = strconv.Itoa(code)+" without an order", truncate(string(resp))
 		return
 	}
 	rec.accepted, rec.id = now, o.ID

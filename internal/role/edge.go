@@ -178,9 +178,10 @@ type LBConfig struct {
 	AccessLog bool   // log a line per HTTP request at info
 	Tracing   telemetry.Tracing
 	// Listener, when set, is Addr already bound: the load balancer serves
-	// on it and closes it when it stops (not a flag; converge dev binds
-	// its address before it writes anything, and holds it, so that no
-	// other part of the process takes the port in between).
+	// on it and closes it when it stops; if StartLB fails, it stays the
+	// caller's to close. Not a flag: converge dev binds its address before
+	// it writes anything, and holds it, so that no other part of the
+	// process takes the port in between.
 	Listener net.Listener
 }
 

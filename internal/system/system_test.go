@@ -235,8 +235,36 @@ func TestPlaceWithPreferWait(t *testing.T) {
 			if replayed := r.Header.Get("Idempotent-Replayed") == "true"; replayed != (tt.status == http.StatusOK) {
 				t.Fatalf("Idempotent-Replayed %v on a %d", replayed, r.Status)
 			}
+			applied := ""
+			if tt.status != http.StatusAccepted {
+				applied = "wait=10"
+			}
+			if got := r.Header.Get("Preference-Applied"); got != applied {
+				t.Errorf("Preference-Applied %q, want %q", got, applied)
+			}
+			if !slices.Contains(r.Header.Values("Vary"), "Prefer") {
+				t.Errorf("Vary %q does not name Prefer", r.Header.Values("Vary"))
+			}
 		})
 	}
+	// With the broker down the order cannot leave PENDING: the wait runs
+	// out and the answer is the 202 it would have been without it.
+	t.Run("the wait runs out", func(t *testing.T) {
+		if err := sys.StopBroker(); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		r, o := place("prefer", "A-1", "Prefer", "wait=1")
+		if r.Status != http.StatusAccepted || o.Status != "PENDING" || r.Header.Get("Preference-Applied") != "wait=1" {
+			t.Errorf("status %d, order %s, Preference-Applied %q; want 202, PENDING, wait=1: %s", r.Status, o.Status, r.Header.Get("Preference-Applied"), r.Body)
+		}
+		if took := time.Since(start); took < time.Second {
+			t.Errorf("answered after %s, before the wait of 1s ran out", took)
+		}
+		if err := sys.StartBroker(); err != nil {
+			t.Fatal(err)
+		}
+	})
 	checkInvariants(t, sys)
 }
 
@@ -303,6 +331,10 @@ func TestInvalidInputsChangeNothing(t *testing.T) {
 		{"prefer wait too long", "POST", "/api/v1/orders", `{"customer_id":"c","items":[{"sku":"A-1","quantity":1}]}`, []string{"Prefer", "wait=31"}, 400},
 		{"prefer wait not a number", "POST", "/api/v1/orders", `{"customer_id":"c","items":[{"sku":"A-1","quantity":1}]}`, []string{"Prefer", "respond-async, wait=5s"}, 400},
 		{"prefer wait negative", "POST", "/api/v1/orders", `{"customer_id":"c","items":[{"sku":"A-1","quantity":1}]}`, []string{"Prefer", "wait=-1"}, 400},
+		{"prefer wait signed", "POST", "/api/v1/orders", `{"customer_id":"c","items":[{"sku":"A-1","quantity":1}]}`, []string{"Prefer", "wait=+5"}, 400},
+		{"prefer wait overflowing", "POST", "/api/v1/orders", `{"customer_id":"c","items":[{"sku":"A-1","quantity":1}]}`, []string{"Prefer", "wait=18446744074"}, 400},
+		{"prefer wait half quoted", "POST", "/api/v1/orders", `{"customer_id":"c","items":[{"sku":"A-1","quantity":1}]}`, []string{"Prefer", `wait="5`}, 400},
+		{"prefer wait empty", "POST", "/api/v1/orders", `{"customer_id":"c","items":[{"sku":"A-1","quantity":1}]}`, []string{"Prefer", "wait="}, 400},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -24,6 +24,10 @@ func handlePlace(svc *order.Service, log *slog.Logger) http.Handler {
 			web.WriteProblem(w, http.StatusBadRequest, err.Error())
 			return
 		}
+		// The wait counts from the request's arrival (RFC 7240: how long
+		// the client will wait for an answer), not from the commit.
+		deadline := time.Now().Add(wait)
+		w.Header().Add("Vary", "Prefer")
 		var in order.PlaceInput
 		if err := web.Decode(w, r, &in); err != nil {
 			web.Error(w, r, log, statuses(), err)
@@ -34,11 +38,14 @@ func handlePlace(svc *order.Service, log *slog.Logger) http.Handler {
 			web.Error(w, r, log, statuses(), err)
 			return
 		}
-		if wait > 0 && o.Status == order.Pending {
+		if wait > 0 {
+			w.Header().Set("Preference-Applied", "wait="+strconv.Itoa(int(wait/time.Second)))
+		}
+		if left := time.Until(deadline); wait > 0 && left > 0 && o.Status == order.Pending {
 			// The order is stored: a failed wait still answers 202 with
 			// it, as without the preference, rather than an error that
 			// would invite a retry placing it again.
-			if final, werr := svc.Wait(r.Context(), o.ID, wait); werr == nil {
+			if final, werr := svc.Wait(r.Context(), o.ID, left); werr == nil {
 				o = final
 			} else if r.Context().Err() == nil {
 				log.WarnContext(r.Context(), "waiting for a placed order failed; answering 202", "order", o.ID, "err", werr)
@@ -72,15 +79,35 @@ func preferWait(h http.Header) (time.Duration, error) {
 			if !strings.EqualFold(strings.TrimSpace(name), "wait") {
 				continue
 			}
-			val = strings.Trim(strings.TrimSpace(val), `"`)
-			n, err := strconv.Atoi(val)
-			if err != nil || n < 0 || time.Duration(n)*time.Second > order.MaxWait {
+			val = strings.TrimSpace(val)
+			if len(val) >= 2 && val[0] == '"' && val[len(val)-1] == '"' {
+				val = val[1 : len(val)-1] // a quoted-string
+			}
+			n, ok := delaySeconds(val)
+			if !ok || time.Duration(n)*time.Second > order.MaxWait {
 				return 0, fmt.Errorf("the wait of the Prefer header must be whole seconds from 0 to %d, got %q", int(order.MaxWait/time.Second), val)
 			}
 			return time.Duration(n) * time.Second, nil // the first one counts (RFC 7240, section 2)
 		}
 	}
 	return 0, nil
+}
+
+// delaySeconds parses RFC 7240's delta-seconds: 1*DIGIT, no sign. Anything
+// longer than four digits is out of every range the API takes (and would
+// overflow a Duration), so it is refused here.
+func delaySeconds(s string) (int, bool) {
+	if s == "" || len(s) > 4 {
+		return 0, false
+	}
+	n := 0
+	for _, c := range []byte(s) {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n, true
 }
 
 func handleGet(svc *order.Service, log *slog.Logger) http.Handler {
