@@ -30,7 +30,7 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	fs.DurationVar(&cfg.Load.Duration, "duration", 0, "stop placing orders after this long in each flow (--orders is then the most; by default rate x duration in the open model, unbounded in the closed one)")
 	fs.DurationVar(&cfg.Load.Timeout, "timeout", cfg.Load.Timeout, "stop a flow's load run after this long, which fails the bench; with --duration and no --timeout, a minute more than the duration")
 	fs.IntVar(&cfg.Load.SKUs, "skus", cfg.Load.SKUs, "SKUs LOAD-1..LOAD-n the orders draw from")
-	fs.BoolVar(&cfg.Load.PreferWait, "prefer-wait", false, "each POST asks, with Prefer: wait=30, to be answered once its order is final: one round trip per order in every flow instead of a POST and a GET ?wait= (the bare chain answers at once either way); closed-model workers then wait for outcomes")
+	fs.BoolVar(&cfg.Load.PreferWait, "prefer-wait", false, "each POST asks, with Prefer: wait=30, to be answered once its order is final: one round trip per order in every flow instead of a POST and a GET ?wait= (the bare chain's stub answers such a POST at once, 201); closed-model workers then wait for outcomes")
 	fs.IntVar(&cfg.Gateways, "gateways", cfg.Gateways, "embedded: API gateway instances behind the load balancer, in both flows (the cluster runs as many as each instance count)")
 	fs.BoolVar(&cfg.AccessLog, "access-log", cfg.AccessLog, "every role formats a log line per HTTP request, as converge dev does by default (the lines are not shown)")
 	fs.DurationVar(&cfg.LimitsTime, "limits-time", cfg.LimitsTime, "how long each raw limit (fsync, SQLite or PostgreSQL and pgbench, publish one by one, publish batched) is measured per round")
