@@ -129,7 +129,8 @@ func TestLBServesOnTheListenerItIsGiven(t *testing.T) {
 		if err := e.Shutdown(ctx); err != nil {
 			t.Errorf("Shutdown: %v", err)
 		}
-		if _, err := net.Dial("tcp", ln.Addr().String()); err == nil {
+		if conn, err := net.Dial("tcp", ln.Addr().String()); err == nil {
+			conn.Close()
 			t.Errorf("%s still accepts connections after Shutdown: the listener was not closed", ln.Addr())
 		}
 	})

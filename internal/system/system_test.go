@@ -247,24 +247,39 @@ func TestPlaceWithPreferWait(t *testing.T) {
 			}
 		})
 	}
-	// With the broker down the order cannot leave PENDING: the wait runs
-	// out and the answer is the 202 it would have been without it.
-	t.Run("the wait runs out", func(t *testing.T) {
-		if err := sys.StopBroker(); err != nil {
-			t.Fatal(err)
-		}
-		start := time.Now()
-		r, o := place("prefer", "A-1", "Prefer", "wait=1")
-		if r.Status != http.StatusAccepted || o.Status != "PENDING" || r.Header.Get("Preference-Applied") != "wait=1" {
-			t.Errorf("status %d, order %s, Preference-Applied %q; want 202, PENDING, wait=1: %s", r.Status, o.Status, r.Header.Get("Preference-Applied"), r.Body)
-		}
-		if took := time.Since(start); took < time.Second {
-			t.Errorf("answered after %s, before the wait of 1s ran out", took)
-		}
-		if err := sys.StartBroker(); err != nil {
-			t.Fatal(err)
-		}
-	})
+	checkInvariants(t, sys)
+}
+
+// With the broker down an order cannot leave PENDING: a POST that prefers
+// to wait is answered when its wait runs out, with the 202 it would have
+// had without the preference, and the order converges once the broker is
+// back.
+func TestPlaceWithPreferWaitRunsOut(t *testing.T) {
+	if clusterTopology(t) {
+		t.Skip("holds an order PENDING by stopping the broker: in the cluster all three brokers restart, consumer leadership moves, and an event delivered across that move comes again only after AckWait (30s), past this suite's wait budget; the handler is the same code in both topologies")
+	}
+	sys := start(t)
+	c := newClient(t, sys)
+	c.setStock("A-1", 10)
+	if err := sys.StopBroker(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	r := c.do("POST", "/api/v1/orders", map[string]any{"customer_id": "prefer", "items": []item{{"A-1", 1}}}, "Prefer", "wait=1")
+	var o orderView
+	r.decode(t, &o)
+	if r.Status != http.StatusAccepted || o.Status != "PENDING" || r.Header.Get("Preference-Applied") != "wait=1" {
+		t.Errorf("status %d, order %s, Preference-Applied %q; want 202, PENDING, wait=1: %s", r.Status, o.Status, r.Header.Get("Preference-Applied"), r.Body)
+	}
+	if took := time.Since(start); took < time.Second {
+		t.Errorf("answered after %s, before the wait of 1s ran out", took)
+	}
+	if err := sys.StartBroker(); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.final(o.ID); got.Status != "CONFIRMED" {
+		t.Errorf("order %s after the broker came back: %s, want CONFIRMED", o.ID, got.Status)
+	}
 	checkInvariants(t, sys)
 }
 
