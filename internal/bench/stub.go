@@ -5,17 +5,19 @@ import (
 	"io"
 	"net/http"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/convergehq/converge/internal/order/orderhttp"
 )
 
 // Stub stands in for both services behind the gateways of the bare chain.
 // It answers what the load client asks, as early as it can: an order is
 // accepted (202, PENDING) and is final (CONFIRMED) the first time it is
-// asked for, or at once (201) for a POST with Prefer: wait, stock is set at once, and nothing is stored. What the chain
-// then measures is the load balancer, the gateways and the client: the most
-// the real flow could reach on the same machine.
+// asked for, or at once (201) for a POST with Prefer: wait, read as the
+// order service reads it; stock is set at once, and nothing is stored.
+// What the chain then measures is the load balancer, the gateways and the
+// client: the most the real flow could reach on the same machine.
 func Stub() http.Handler {
 	var seq atomic.Int64
 	order := func(w http.ResponseWriter, code int, id, status string) {
@@ -40,7 +42,7 @@ func Stub() http.Handler {
 	mux.HandleFunc("POST /api/v1/orders", func(w http.ResponseWriter, r *http.Request) {
 		drain(r)
 		id := "stub-" + strconv.FormatInt(seq.Add(1), 10)
-		if strings.Contains(strings.ToLower(r.Header.Get("Prefer")), "wait=") {
+		if wait, err := orderhttp.PreferWait(r.Header); err == nil && wait > 0 {
 			// A client that waits for the outcome has it at once, in
 			// the one round trip the real flow answers it in.
 			order(w, http.StatusCreated, id, "CONFIRMED")

@@ -19,7 +19,7 @@ func handlePlace(svc *order.Service, log *slog.Logger) http.Handler {
 			web.WriteProblem(w, http.StatusBadRequest, "Idempotency-Key must be 1 to 255 visible ASCII characters")
 			return
 		}
-		wait, err := preferWait(r.Header)
+		wait, err := PreferWait(r.Header)
 		if err != nil {
 			web.WriteProblem(w, http.StatusBadRequest, err.Error())
 			return
@@ -67,11 +67,11 @@ func handlePlace(svc *order.Service, log *slog.Logger) http.Handler {
 	})
 }
 
-// preferWait reads the wait preference of RFC 7240 from the Prefer headers:
+// PreferWait reads the wait preference of RFC 7240 from the Prefer headers:
 // how long the client will wait for the order's outcome, in whole seconds
 // up to order.MaxWait; 0 without one. Other preferences are ignored, as the
 // RFC asks; a wait that is not such a number is refused.
-func preferWait(h http.Header) (time.Duration, error) {
+func PreferWait(h http.Header) (time.Duration, error) {
 	for _, v := range h.Values("Prefer") {
 		for pref := range strings.SplitSeq(v, ",") {
 			pref, _, _ = strings.Cut(pref, ";") // parameters of a preference: none for wait
