@@ -21,9 +21,9 @@ const (
 
 // WriteFiles writes into dir, which it makes if missing: report.json (the
 // Report, every order's raw figures included), latency.svg (each order's
-// POST answer time and order->final against when it was sent), histogram.svg (how many
-// orders took how long) and report.html, which shows the printed report
-// and both pictures.
+// POST answer time and order->final against when it was sent),
+// histogram.svg (how many orders took how long) and report.html, which
+// shows the printed report and both pictures.
 func (rep Report) WriteFiles(dir string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("load: write report: %w", err)
@@ -181,8 +181,8 @@ func decadeLabel(e int) string {
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
-// series returns the POST answer latencies and order->final times of the orders,
-// and when each was sent.
+// series returns the POST answer latencies and order->final times of the
+// orders, and when each was sent.
 func (rep Report) series() (accept, final, acceptAt, finalAt []time.Duration) {
 	for _, o := range rep.Orders {
 		if o.Accept > 0 {
@@ -195,8 +195,8 @@ func (rep Report) series() (accept, final, acceptAt, finalAt []time.Duration) {
 	return accept, final, acceptAt, finalAt
 }
 
-// latencySVG draws every order's POST answer time and order->final against when it was
-// sent, on a logarithmic time axis.
+// latencySVG draws every order's POST answer time and order->final against
+// when it was sent, on a logarithmic time axis.
 func (rep Report) latencySVG() string {
 	p := newPlot("Latency over the run")
 	accept, final, acceptAt, finalAt := rep.series()

@@ -40,15 +40,15 @@ func handlePlace(svc *order.Service, log *slog.Logger) http.Handler {
 		}
 		if wait > 0 {
 			w.Header().Set("Preference-Applied", "wait="+strconv.Itoa(int(wait/time.Second)))
-		}
-		if left := time.Until(deadline); wait > 0 && left > 0 && o.Status == order.Pending {
 			// The order is stored: a failed wait still answers 202 with
 			// it, as without the preference, rather than an error that
 			// would invite a retry placing it again.
-			if final, werr := svc.Wait(r.Context(), o.ID, left); werr == nil {
-				o = final
-			} else if r.Context().Err() == nil {
-				log.WarnContext(r.Context(), "waiting for a placed order failed; answering 202", "order", o.ID, "err", werr)
+			if left := time.Until(deadline); left > 0 && o.Status == order.Pending {
+				if final, werr := svc.Wait(r.Context(), o.ID, left); werr == nil {
+					o = final
+				} else if r.Context().Err() == nil {
+					log.WarnContext(r.Context(), "waiting for a placed order failed; answering 202", "order", o.ID, "err", werr)
+				}
 			}
 		}
 		w.Header().Set("Location", "/api/v1/orders/"+o.ID)
