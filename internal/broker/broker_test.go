@@ -579,6 +579,7 @@ func TestConsumeRejectsBadConfig(t *testing.T) {
 		{Durable: "inventory"},
 		{Stream: eventsStream},
 		{Stream: eventsStream, Durable: "bad.name"},
+		{Stream: eventsStream, Durable: "inventory", AckWait: 50 * time.Millisecond},
 	} {
 		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 		err := c.Consume(ctx, cfg, h)
@@ -586,6 +587,65 @@ func TestConsumeRejectsBadConfig(t *testing.T) {
 		if err == nil {
 			t.Errorf("Consume(%+v): got nil, want an error", cfg)
 		}
+	}
+}
+
+// A batch slower than AckWait keeps its messages: Consume reports them in
+// progress, so the server delivers them neither again nor to another
+// instance while they are in hand. The handler's deadline is not AckWait.
+func TestSlowBatchIsNotDeliveredAgain(t *testing.T) {
+	s := brokertest.Start(t)
+	c := connect(t, s)
+	ensureStreams(t, c)
+	const ackWait = 500 * time.Millisecond
+	entered := make(chan struct{})
+	release := make(chan struct{})
+	var (
+		mu   sync.Mutex
+		seen []uint64 // NumDelivered of each delivery
+		once sync.Once
+	)
+	var released sync.Once
+	startConsume(t, c, broker.ConsumerConfig{Stream: eventsStream, Durable: "inventory", AckWait: ackWait},
+		func(ctx context.Context, ds []broker.Delivery) []error {
+			mu.Lock()
+			for _, d := range ds {
+				seen = append(seen, d.NumDelivered)
+			}
+			mu.Unlock()
+			once.Do(func() {
+				if dl, ok := ctx.Deadline(); !ok || time.Until(dl) < 10*ackWait {
+					t.Errorf("handler deadline in %s, want well past AckWait (%s)", time.Until(dl), ackWait)
+				}
+				close(entered)
+				<-release
+			})
+			return make([]error, len(ds))
+		})
+	t.Cleanup(func() { released.Do(func() { close(release) }) }) // runs before Consume's stop
+	if err := c.PublishBatch(t.Context(), msgs("slow", 0, 1)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-entered:
+	case <-time.After(waitTimeout):
+		t.Fatal("handler was not called")
+	}
+	// Hold the batch for four times AckWait; the server must not count a
+	// redelivery meanwhile.
+	held := time.Now()
+	for time.Since(held) < 4*ackWait {
+		if info := consumerInfo(t, c, "inventory"); info.NumRedelivered != 0 {
+			t.Fatalf("after holding the batch %s (AckWait %s): %d redelivered, want 0", time.Since(held).Round(time.Millisecond), ackWait, info.NumRedelivered)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	released.Do(func() { close(release) })
+	waitAllAcked(t, c, "inventory", 1)
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Equal(seen, []uint64{1}) {
+		t.Errorf("deliveries (NumDelivered of each): got %v, want [1]", seen)
 	}
 }
 

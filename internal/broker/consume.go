@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -42,8 +43,19 @@ const (
 const DeadLetterPrefix = "dlq."
 
 const (
-	defaultBatch   = 64
-	defaultAckWait = 30 * time.Second
+	defaultBatch = 64
+	// defaultAckWait is how long the server waits for the ack of a
+	// delivery before it delivers the message again. It bounds how long
+	// an event stalls when its delivery is lost: an instance killed with
+	// the message in hand, or a delivery lost while consumer leadership
+	// moves between brokers. A batch slower than this keeps its messages
+	// by reporting progress (keepInProgress), up to handleTimeout.
+	defaultAckWait = 10 * time.Second
+	// minAckWait keeps the progress reports (a third of AckWait apart)
+	// from flooding the server.
+	minAckWait = 100 * time.Millisecond
+	// handleTimeout is the handler's deadline for one batch.
+	handleTimeout = 30 * time.Second
 	// maxErrorHeaderLen keeps a huge error text from pushing the copy over
 	// the server's max payload, which would make it impossible to dead-letter.
 	maxErrorHeaderLen = 2048
@@ -89,8 +101,9 @@ type Delivery struct {
 // ErrPermanent means retrying cannot help.
 //
 // ctx is not cancelled when Consume's ctx is, so the batch in hand can be
-// finished during shutdown; it expires after AckWait, when the broker
-// would redeliver anyway.
+// finished during shutdown; it expires after 30 s. Until then Consume
+// tells the server the batch is in progress, so that it is not delivered
+// again meanwhile.
 type BatchHandler func(ctx context.Context, ds []Delivery) []error
 
 // ConsumerConfig configures Consume.
@@ -100,7 +113,7 @@ type ConsumerConfig struct {
 	FilterSubjects    []string
 	Backoff           []time.Duration // delay before redelivery after the n-th failure; default [100ms, 500ms, 2s, 5s, 10s, 30s], the last repeated
 	MaxDeliver        int             // deliveries before dead-lettering; default 10 (about 2 minutes of retries)
-	AckWait           time.Duration   // default 30s
+	AckWait           time.Duration   // redelivery after a delivery neither acked nor reported in progress; default 10s, at least 100ms
 	Batch             int             // max deliveries handed to the handler at once; default 64
 	DeadLetterSubject string          // default "dlq." + Durable
 	// BindOnly makes Consume use the durable consumer as it exists (made
@@ -158,6 +171,9 @@ func (cfg ConsumerConfig) withDefaults() (ConsumerConfig, error) {
 	}
 	if cfg.AckWait == 0 {
 		cfg.AckWait = defaultAckWait
+	}
+	if cfg.AckWait < minAckWait {
+		return cfg, fmt.Errorf("AckWait %s: must be at least %s", cfg.AckWait, minAckWait)
 	}
 	if cfg.Batch == 0 {
 		cfg.Batch = defaultBatch
@@ -298,8 +314,8 @@ func (l *consumeLoop) consumer(ctx context.Context) (jetstream.Consumer, error) 
 	if err := checkBound(have); err != nil {
 		return nil, err
 	}
-	// The handler's deadline must match the redelivery the server will
-	// actually do.
+	// The progress reports must come before the redelivery the server
+	// will actually do.
 	l.cfg.AckWait = have.AckWait
 	return cons, nil
 }
@@ -428,8 +444,10 @@ func (l *consumeLoop) handle(ctx context.Context, batch []jetstream.Msg) {
 		return
 	}
 
-	hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.cfg.AckWait)
+	hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), handleTimeout)
+	stopProgress := l.keepInProgress(hctx, msgs)
 	errs := l.h(hctx, ds)
+	stopProgress()
 	cancel()
 	if len(errs) != len(ds) {
 		err := fmt.Errorf("batch handler returned %d results for %d deliveries", len(errs), len(ds))
@@ -461,6 +479,46 @@ func (l *consumeLoop) handle(ctx context.Context, batch []jetstream.Msg) {
 	}
 	if len(dead) > 0 {
 		l.deadLetter(ctx, msgs, ds, errs, dead)
+	}
+}
+
+// keepInProgress tells the server every third of AckWait that msgs are
+// still being handled, until stop is called or ctx is done, so that a
+// batch slower than AckWait is not delivered again (to this or another
+// instance) while it is in hand. A handler that overruns ctx stops the
+// reports, and the server delivers its messages again after AckWait.
+// stop returns once no report can be sent any more, so the messages can
+// be settled.
+func (l *consumeLoop) keepInProgress(ctx context.Context, msgs []jetstream.Msg) (stop func()) {
+	// A timer rather than a goroutine with a ticker: almost every batch is
+	// settled long before the first report is due.
+	every := l.cfg.AckWait / 3
+	var (
+		mu      sync.Mutex
+		stopped bool
+		timer   *time.Timer
+	)
+	report := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped || ctx.Err() != nil {
+			return
+		}
+		for _, m := range msgs {
+			if err := m.InProgress(); err != nil {
+				l.log.Warn("report in progress", "subject", m.Subject(), "err", err)
+			}
+		}
+		timer.Reset(every)
+	}
+	mu.Lock()
+	timer = time.AfterFunc(every, report)
+	mu.Unlock()
+	return func() {
+		mu.Lock()
+		stopped = true
+		timer.Stop()
+		mu.Unlock()
 	}
 }
 
