@@ -24,7 +24,7 @@ import (
 type RelayConfig struct {
 	Batch      int           // rows published per round; default 256
 	Poll       time.Duration // how often to look without a wake-up; default 1s
-	MaxBackoff time.Duration // cap of the retry delay while the broker is away; default 5s
+	MaxBackoff time.Duration // cap of the retry delay while the broker is away; default 1s
 	// Lease is how long a relay may publish after it last renewed its
 	// claim on the outbox; default 5s. A relay that dies or stalls leaves
 	// the outbox to another within Lease plus one Poll.
@@ -91,7 +91,9 @@ func NewRelay(db *store.DB, conn *broker.Conn, log *slog.Logger, cfg RelayConfig
 		cfg.Poll = time.Second
 	}
 	if cfg.MaxBackoff <= 0 {
-		cfg.MaxBackoff = 5 * time.Second
+		// Short, so that the relay finds a broker back within a second: a
+		// try costs one read of the outbox and one failed publish.
+		cfg.MaxBackoff = time.Second
 	}
 	if cfg.Lease <= 0 {
 		cfg.Lease = 5 * time.Second
@@ -122,6 +124,7 @@ func (r *Relay) Notify() {
 // takes over at its next look (within min(Poll, Lease/4)).
 func (r *Relay) Run(ctx context.Context) {
 	backoff := time.Duration(0)
+	var warned time.Time // the last "publish failed" warning
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
@@ -144,8 +147,15 @@ func (r *Relay) Run(ctx context.Context) {
 		n, err := r.flush(ctx)
 		switch {
 		case err != nil && ctx.Err() == nil:
+			prev := backoff
 			backoff = min(max(2*backoff, 100*time.Millisecond), r.cfg.MaxBackoff)
-			r.log.Warn("outbox relay: publish failed; retrying", "in", backoff, "err", err)
+			// Every retry while the delay grows, then one line every
+			// retryWarnEvery: an outage of minutes is not thousands of
+			// lines (the failures are counted in the relay's metrics).
+			if backoff != prev || time.Since(warned) >= retryWarnEvery {
+				r.log.Warn("outbox relay: publish failed; retrying", "in", backoff, "err", err)
+				warned = time.Now()
+			}
 			resetTimer(timer, backoff)
 			// A wake-up must not cut the backoff short.
 			select {
@@ -165,6 +175,10 @@ func (r *Relay) Run(ctx context.Context) {
 		}
 	}
 }
+
+// retryWarnEvery spaces the warnings of a relay that keeps failing at its
+// longest delay.
+const retryWarnEvery = 30 * time.Second
 
 func (r *Relay) finalFlush() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
