@@ -152,6 +152,8 @@ func checkBound(have jetstream.ConsumerConfig) error {
 		return fmt.Errorf("%w: max deliver %d, want -1 (Consume counts deliveries itself)", errConsumerMismatch, have.MaxDeliver)
 	case len(have.BackOff) > 0:
 		return fmt.Errorf("%w: server-side backoff is set, want none (Consume delays retries itself)", errConsumerMismatch)
+	case have.AckWait < minAckWait:
+		return fmt.Errorf("%w: ack wait %s, want at least %s", errConsumerMismatch, have.AckWait, minAckWait)
 	}
 	return nil
 }
@@ -281,7 +283,9 @@ func (l *consumeLoop) subscribe(ctx context.Context) (jetstream.ConsumeContext, 
 	cc, err := cons.Consume(l.deliver,
 		// Buffer about two batches: enough to hand over a full batch as soon
 		// as the previous one is done, little enough that buffered messages
-		// do not sit out their AckWait.
+		// do not sit out their AckWait unless the batch ahead of them is
+		// that slow. They are not reported in progress: if it is, they are
+		// delivered again (the inbox makes that a no-op).
 		jetstream.PullMaxMessages(2*l.cfg.Batch),
 		jetstream.PullExpiry(pullExpiry),
 		jetstream.PullHeartbeat(pullHeartbeat),
@@ -315,7 +319,7 @@ func (l *consumeLoop) consumer(ctx context.Context) (jetstream.Consumer, error) 
 		return nil, err
 	}
 	// The progress reports must come before the redelivery the server
-	// will actually do.
+	// will actually do (see keepInProgress for a change while bound).
 	l.cfg.AckWait = have.AckWait
 	return cons, nil
 }
@@ -491,8 +495,10 @@ func (l *consumeLoop) handle(ctx context.Context, batch []jetstream.Msg) {
 // be settled.
 func (l *consumeLoop) keepInProgress(ctx context.Context, msgs []jetstream.Msg) (stop func()) {
 	// A timer rather than a goroutine with a ticker: almost every batch is
-	// settled long before the first report is due.
-	every := l.cfg.AckWait / 3
+	// settled long before the first report is due. Never further apart
+	// than for the default ack wait: `converge setup` may shorten a bound
+	// consumer's ack wait to it while this instance runs.
+	every := min(l.cfg.AckWait, defaultAckWait) / 3
 	var (
 		mu      sync.Mutex
 		stopped bool

@@ -219,18 +219,27 @@ func TestEnsureConsumerAndBindOnly(t *testing.T) {
 // A consumer made by hand with a server-side delivery limit would silently
 // stop delivering; Consume refuses to bind to it.
 func TestBindOnlyRejectsUnfitConsumer(t *testing.T) {
-	s := brokertest.Start(t)
-	c := connect(t, s)
-	ensureStreams(t, c)
-	if _, err := c.JetStream().CreateConsumer(t.Context(), eventsStream, jetstream.ConsumerConfig{
-		Durable: "inventory", AckPolicy: jetstream.AckExplicitPolicy, MaxDeliver: 5,
-	}); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(t.Context(), waitTimeout)
-	defer cancel()
-	err := c.Consume(ctx, broker.ConsumerConfig{Stream: eventsStream, Durable: "inventory", BindOnly: true}, (&recorder{}).handle)
-	if err == nil || !strings.Contains(err.Error(), "max deliver") {
-		t.Fatalf("Consume BindOnly on a consumer with MaxDeliver 5: got %v, want an error about max deliver", err)
+	for _, tc := range []struct {
+		name string
+		cc   jetstream.ConsumerConfig
+		want string
+	}{
+		{"max deliver 5", jetstream.ConsumerConfig{Durable: "inventory", AckPolicy: jetstream.AckExplicitPolicy, MaxDeliver: 5}, "max deliver"},
+		{"ack wait 10ms", jetstream.ConsumerConfig{Durable: "inventory", AckPolicy: jetstream.AckExplicitPolicy, MaxDeliver: -1, AckWait: 10 * time.Millisecond}, "ack wait"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := brokertest.Start(t)
+			c := connect(t, s)
+			ensureStreams(t, c)
+			if _, err := c.JetStream().CreateConsumer(t.Context(), eventsStream, tc.cc); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(t.Context(), waitTimeout)
+			defer cancel()
+			err := c.Consume(ctx, broker.ConsumerConfig{Stream: eventsStream, Durable: "inventory", BindOnly: true}, (&recorder{}).handle)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Consume BindOnly on a consumer with %s: got %v, want an error about %s", tc.name, err, tc.want)
+			}
+		})
 	}
 }
