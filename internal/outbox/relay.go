@@ -140,6 +140,7 @@ func (r *Relay) Run(ctx context.Context) {
 			r.log.Warn("outbox relay: cannot read or renew the lease", "err", err)
 		}
 		if !held {
+			backoff = 0 // another relay publishes; its failures are not ours
 			// Standing by: look again before the holder's lease could run out.
 			resetTimer(timer, min(r.cfg.Poll, r.cfg.Lease/4))
 			continue
@@ -264,6 +265,9 @@ func (r *Relay) release(ctx context.Context) {
 // errLeaseLost stops a batch whose lease ran out while it was being read.
 var errLeaseLost = errors.New("outbox lease ran out before publishing")
 
+// errNotConnected stops a round while the broker connection is down.
+var errNotConnected = errors.New("outbox publish: not connected to the broker")
+
 // flush publishes one batch of the oldest unpublished rows and marks them.
 // It returns how many rows it published.
 func (r *Relay) flush(ctx context.Context) (n int, err error) {
@@ -273,6 +277,11 @@ func (r *Relay) flush(ctx context.Context) (n int, err error) {
 				r.cfg.Observe(n, err)
 			}
 		}()
+	}
+	if !r.conn.Connected() {
+		// Nothing could be published: spare the read and a span per row
+		// on every retry of an outage.
+		return 0, errNotConnected
 	}
 	readAt := time.Now()
 	rows, err := r.db.QueryContext(ctx, `SELECT seq, event_id, subject, payload, traceparent
