@@ -329,6 +329,25 @@ func TestRelayPublishesCommittedRowsInOrder(t *testing.T) {
 	}
 }
 
+// While the broker connection is down a round reads nothing: the retries
+// of an outage cost neither a read of the outbox nor a span per row.
+func TestRelayDoesNotReadWhileDisconnected(t *testing.T) {
+	db := openDB(t)
+	s, c := startBroker(t)
+	r := outbox.NewRelay(db, c, brokertest.Logger(t), outbox.RelayConfig{})
+	reads := 0
+	outbox.SetBeforePublish(r, func(int) { reads++ })
+	s.Shutdown()
+	waitFor(t, "the client to see the outage", waitTimeout, func() bool { return !c.Connected() })
+	add(t, db, newEvents(t, 3, "during"))
+	if n, err := outbox.Round(t.Context(), r); err == nil || n != 0 {
+		t.Fatalf("a round without the broker: got %d published, err %v; want 0 and an error", n, err)
+	}
+	if reads != 0 {
+		t.Errorf("batches read without the broker: got %d, want 0", reads)
+	}
+}
+
 func TestRelayRetriesWhileBrokerIsDown(t *testing.T) {
 	db := openDB(t)
 	s, c := startBroker(t)
