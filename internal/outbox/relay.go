@@ -92,7 +92,8 @@ func NewRelay(db *store.DB, conn *broker.Conn, log *slog.Logger, cfg RelayConfig
 	}
 	if cfg.MaxBackoff <= 0 {
 		// Short, so that the relay finds a broker back within a second: a
-		// try costs one read of the outbox and one failed publish.
+		// try costs nothing while disconnected, and one read of the outbox
+		// and one failed publish while the broker cannot store yet.
 		cfg.MaxBackoff = time.Second
 	}
 	if cfg.Lease <= 0 {
