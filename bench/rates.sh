@@ -10,9 +10,10 @@
 #
 # Columns: the rate offered and converge's orders converged, a second; its
 # order -> final p50 and p99 in ms (the order service's timestamps); the
-# machine's CPU per order in ms (every process, the load client included)
-# and how busy the cores were, for the bare chain and for converge at the
-# same rate; the disk's fsyncs a second, measured right after. The bare
+# machine's CPU per order in ms (every process, the load client included),
+# how busy the cores were and the machine's context switches per order,
+# for the bare chain and for converge at the same rate; the disk's fsyncs a
+# second, measured right after. The bare
 # chain's CPU per order tells a slow hour of the machine from a fast one.
 # A rate whose run fails (an error, an order left PENDING, an invariant of
 # converge check broken) stops the script with its output. Needs go. The
@@ -43,9 +44,9 @@ field() {
   echo "$v"
 }
 
-row='%-8s %-12s %-8s %-8s %-13s %-13s %-13s %-13s %s\n'
+row='%-8s %-10s %-8s %-8s %-13s %-13s %-12s %-8s %-8s %-10s %s\n'
 # shellcheck disable=SC2059
-printf "$row" offered converged p50_ms p99_ms chain_cpu_ms chain_busy_% cpu_ms busy_% fsyncs/s
+printf "$row" offered converged p50_ms p99_ms chain_cpu_ms chain_busy_% chain_switch cpu_ms busy_% switches fsyncs/s
 for r in $RATES; do
   args=(bench --rounds 1 --rate "$r" --duration "$DURATION" --limits-time 1s)
   if [ -n "${OUT:-}" ]; then args+=(--out "$OUT/$r"); fi
@@ -62,9 +63,11 @@ for r in $RATES; do
   p99=$(field 'converge order -> final p99' "$f")
   chain_cpu=$(field 'bare chain: machine CPU per order' "$f")
   chain_busy=$(field 'bare chain: cores busy' "$f")
+  chain_switches=$(field 'bare chain: machine context switches per order' "$f")
   cpu=$(field 'converge: machine CPU per order' "$f")
   busy=$(field 'converge: cores busy' "$f")
+  switches=$(field 'converge: machine context switches per order' "$f")
   fsyncs=$(field 'disk: 8 KiB append + fsync' "$f")
   # shellcheck disable=SC2059
-  printf "$row" "$r" "$conv" "$p50" "$p99" "$chain_cpu" "$chain_busy" "$cpu" "$busy" "$fsyncs"
+  printf "$row" "$r" "$conv" "$p50" "$p99" "$chain_cpu" "$chain_busy" "$chain_switches" "$cpu" "$busy" "$switches" "$fsyncs"
 done

@@ -29,7 +29,7 @@ func TestBench(t *testing.T) {
 		t.Fatalf("run(%q): %v\nstdout:\n%s\nstderr:\n%s", args, err, stdout.String(), stderr.String())
 	}
 	for _, want := range []string{"bare chain (lb + 2 gateways + 202 stub)", "converge embedded", "ratio converge / bare chain",
-		"disk: 8 KiB append + fsync", "SQLite order transaction", "JetStream publish, one by one", "JetStream publish, batch 256", "order -> final p99", "converge: machine CPU per order", "every invariant of converge check OK"} {
+		"disk: 8 KiB append + fsync", "SQLite order transaction", "JetStream publish, one by one", "JetStream publish, batch 256", "order -> final p99", "converge: machine CPU per order", "converge: machine context switches per order", "every invariant of converge check OK"} {
 		if !strings.Contains(stdout.String(), want) {
 			t.Errorf("output has no line %q:\n%s", want, stdout.String())
 		}
@@ -46,8 +46,8 @@ func TestBench(t *testing.T) {
 	if want := r.Real.Rate / r.Bare.Rate; r.Ratio != want {
 		t.Errorf("ratio = %g, want converge / bare chain = %g / %g = %g", r.Ratio, r.Real.Rate, r.Bare.Rate, want)
 	}
-	if len(got.Summary) != 13 {
-		t.Errorf("summary has %d figures, want 13", len(got.Summary))
+	if len(got.Summary) != 15 {
+		t.Errorf("summary has %d figures, want 15", len(got.Summary))
 	}
 	for _, f := range got.Summary {
 		if !(f.Median > 0) || len(f.Rounds) != 1 {
@@ -149,8 +149,8 @@ func TestBenchCluster(t *testing.T) {
 			t.Errorf("%d instances: ratio = %g, want rate / pgbench = %g / %g = %g", f.Instances, f.Ratio, f.Rate, r.Limits.Pgbench, want)
 		}
 	}
-	if len(got.Summary) != 19 {
-		t.Errorf("summary has %d figures, want 19", len(got.Summary))
+	if len(got.Summary) != 22 {
+		t.Errorf("summary has %d figures, want 22", len(got.Summary))
 	}
 	for _, f := range got.Summary {
 		if !(f.Median > 0) || len(f.Rounds) != 1 {

@@ -17,12 +17,13 @@ import (
 type cpuSample struct {
 	at          time.Time
 	busy, all   uint64 // clock ticks over all cores
+	switches    uint64 // context switches since boot, every CPU's
 	cores       int
 	unsupported bool // no /proc/stat: not Linux
 }
 
-// readCPU reads /proc/stat's summary line: busy is every state's ticks
-// but idle and iowait.
+// readCPU reads /proc/stat's summary line (busy is every state's ticks
+// but idle, iowait and steal) and its count of context switches.
 func readCPU() (cpuSample, error) {
 	b, err := os.ReadFile("/proc/stat")
 	if errors.Is(err, os.ErrNotExist) {
@@ -40,6 +41,14 @@ func parseProcStat(b []byte, at time.Time) (cpuSample, error) {
 	found := false
 	for sc.Scan() {
 		fields := strings.Fields(sc.Text())
+		if len(fields) == 2 && fields[0] == "ctxt" {
+			v, err := strconv.ParseUint(fields[1], 10, 64)
+			if err != nil {
+				return cpuSample{}, fmt.Errorf("/proc/stat: %q: %w", sc.Text(), err)
+			}
+			s.switches = v
+			continue
+		}
 		if len(fields) == 0 || !strings.HasPrefix(fields[0], "cpu") {
 			continue
 		}
@@ -84,6 +93,10 @@ type CPU struct {
 	// (orders converged, commits): the machine's whole CPU cost of one,
 	// whichever process spent it.
 	PerUnit time.Duration `json:"per_unit_ns"`
+	// SwitchesPerUnit is the machine's context switches divided by the
+	// same units: how often a unit of work put a thread to sleep and woke
+	// another, whichever process did it. Zero where /proc/stat has none.
+	SwitchesPerUnit float64 `json:"switches_per_unit"`
 }
 
 // since is the CPU used from s to now, per one of units.
@@ -96,6 +109,9 @@ func (s cpuSample) since(now cpuSample, units int) CPU {
 	if units > 0 {
 		coreTime := busy * float64(now.at.Sub(s.at)) * float64(now.cores)
 		c.PerUnit = time.Duration(coreTime / float64(units))
+		if s.switches > 0 && now.switches >= s.switches {
+			c.SwitchesPerUnit = float64(now.switches-s.switches) / float64(units)
+		}
 	}
 	return c
 }
