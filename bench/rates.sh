@@ -13,8 +13,8 @@
 # machine's CPU per order in ms (every process, the load client included),
 # how busy the cores were and the machine's context switches per order,
 # for the bare chain and for converge at the same rate; the disk's fsyncs a
-# second, measured right after. The bare
-# chain's CPU per order tells a slow hour of the machine from a fast one.
+# second, measured right after. The bare chain's CPU per order tells a
+# slow hour of the machine from a fast one.
 # A rate whose run fails (an error, an order left PENDING, an invariant of
 # converge check broken) stops the script with its output. Needs go. The
 # machine should be otherwise quiet.
@@ -46,7 +46,7 @@ field() {
 
 row='%-8s %-10s %-8s %-8s %-13s %-13s %-12s %-8s %-8s %-10s %s\n'
 # shellcheck disable=SC2059
-printf "$row" offered converged p50_ms p99_ms chain_cpu_ms chain_busy_% chain_switch cpu_ms busy_% switches fsyncs/s
+printf "$row" offered converged p50_ms p99_ms chain_cpu_ms chain_busy_% chain_sw/ord cpu_ms busy_% sw/ord fsyncs/s
 for r in $RATES; do
   args=(bench --rounds 1 --rate "$r" --duration "$DURATION" --limits-time 1s)
   if [ -n "${OUT:-}" ]; then args+=(--out "$OUT/$r"); fi

@@ -93,9 +93,10 @@ type CPU struct {
 	// (orders converged, commits): the machine's whole CPU cost of one,
 	// whichever process spent it.
 	PerUnit time.Duration `json:"per_unit_ns"`
-	// SwitchesPerUnit is the machine's context switches divided by the
-	// same units: how often a unit of work put a thread to sleep and woke
-	// another, whichever process did it. Zero where /proc/stat has none.
+	// SwitchesPerUnit is the machine's context switches (how many times
+	// its CPUs went from one thread to another, the idle task included,
+	// whichever process's) divided by the same units. Zero where
+	// /proc/stat has no count.
 	SwitchesPerUnit float64 `json:"switches_per_unit"`
 }
 

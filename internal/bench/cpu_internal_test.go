@@ -33,6 +33,11 @@ func TestCPUFromProcStat(t *testing.T) {
 	if got := noSwitches.since(second, 100); got.SwitchesPerUnit != 0 || got.PerUnit != 30*time.Millisecond {
 		t.Errorf("since without a first count of switches = %+v, want the CPU and no switches per unit", got)
 	}
+	fewer := second
+	fewer.switches = 4000 // below the first count: no figure rather than a wrapped one
+	if got := first.since(fewer, 100); got.SwitchesPerUnit != 0 || got.PerUnit != 30*time.Millisecond {
+		t.Errorf("since with a smaller count of switches = %+v, want the CPU and no switches per unit", got)
+	}
 	if got := (cpuSample{unsupported: true}).since(second, 100); got != (CPU{}) {
 		t.Errorf("since without /proc/stat = %+v, want zero", got)
 	}

@@ -66,10 +66,10 @@ func (res Result) Figures() []Figure {
 		figure("converge order -> final p99", "ms", rs, func(r Round) float64 { return ms(r.Real.ToFinalP99) }),
 		figure("bare chain: machine CPU per order", "ms", rs, func(r Round) float64 { return ms(r.Bare.CPU.PerUnit) }),
 		figure("bare chain: cores busy", "%", rs, func(r Round) float64 { return 100 * r.Bare.CPU.Busy }),
-		figure("bare chain: machine context switches per order", "", rs, func(r Round) float64 { return r.Bare.CPU.SwitchesPerUnit }),
+		figure("bare chain: machine context switches per order", "switches", rs, func(r Round) float64 { return r.Bare.CPU.SwitchesPerUnit }),
 		figure("converge: machine CPU per order", "ms", rs, func(r Round) float64 { return ms(r.Real.CPU.PerUnit) }),
 		figure("converge: cores busy", "%", rs, func(r Round) float64 { return 100 * r.Real.CPU.Busy }),
-		figure("converge: machine context switches per order", "", rs, func(r Round) float64 { return r.Real.CPU.SwitchesPerUnit }),
+		figure("converge: machine context switches per order", "switches", rs, func(r Round) float64 { return r.Real.CPU.SwitchesPerUnit }),
 		figure("disk: 8 KiB append + fsync", "fsyncs/s", rs, func(r Round) float64 { return r.Limits.Fsync }),
 		figure("SQLite order transaction (FULL)", "commits/s", rs, func(r Round) float64 { return r.Limits.SQLiteOrder }),
 		figure("JetStream publish, one by one", "msgs/s", rs, func(r Round) float64 { return r.Limits.PublishOne }),
@@ -101,7 +101,7 @@ func (res Result) clusterFigures() []Figure {
 			figure(name+": order -> final p99", "ms", rs, func(r Round) float64 { return ms(at(r).ToFinalP99) }),
 			figure(name+": machine CPU per order", "ms", rs, func(r Round) float64 { return ms(at(r).CPU.PerUnit) }),
 			figure(name+": cores busy", "%", rs, func(r Round) float64 { return 100 * at(r).CPU.Busy }),
-			figure(name+": machine context switches per order", "", rs, func(r Round) float64 { return at(r).CPU.SwitchesPerUnit }),
+			figure(name+": machine context switches per order", "switches", rs, func(r Round) float64 { return at(r).CPU.SwitchesPerUnit }),
 		)
 	}
 	clients := res.Config.Load.Concurrency
@@ -109,7 +109,7 @@ func (res Result) clusterFigures() []Figure {
 		figure(fmt.Sprintf("pgbench order transaction, %d clients", clients), "commits/s", rs, func(r Round) float64 { return r.Limits.Pgbench }),
 		figure("pgbench: machine CPU per commit", "ms", rs, func(r Round) float64 { return ms(r.Limits.PgbenchCPU.PerUnit) }),
 		figure("pgbench: cores busy", "%", rs, func(r Round) float64 { return 100 * r.Limits.PgbenchCPU.Busy }),
-		figure("pgbench: machine context switches per commit", "", rs, func(r Round) float64 { return r.Limits.PgbenchCPU.SwitchesPerUnit }),
+		figure("pgbench: machine context switches per commit", "switches", rs, func(r Round) float64 { return r.Limits.PgbenchCPU.SwitchesPerUnit }),
 		figure(fmt.Sprintf("PostgreSQL order transaction, order service code and pool (%d connections), %d goroutines", min(clients, store.PostgresConns), clients), "commits/s", rs, func(r Round) float64 { return r.Limits.PostgresOrder }),
 		figure("disk: 8 KiB append + fsync", "fsyncs/s", rs, func(r Round) float64 { return r.Limits.Fsync }),
 		figure("JetStream R3 publish, one by one", "msgs/s", rs, func(r Round) float64 { return r.Limits.PublishOne }),
