@@ -35,6 +35,7 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	fs.BoolVar(&cfg.AccessLog, "access-log", cfg.AccessLog, "every role formats a log line per HTTP request, as converge dev does by default (the lines are not shown)")
 	fs.DurationVar(&cfg.LimitsTime, "limits-time", cfg.LimitsTime, "how long each raw limit (fsync, SQLite or PostgreSQL and pgbench, publish one by one, publish batched) is measured per round")
 	fs.StringVar(&cfg.Dir, "dir", "", "`directory` on the disk to measure, where each run gets a fresh data directory, removed after it unless a cluster flow failed there (default: the system's temporary directory)")
+	fs.StringVar(&cfg.Profile, "profile", "", "embedded: also CPU-profile each flow's load run into this `directory` (round-N-bare-chain.pprof, round-N-converge.pprof), every goroutine labelled with its role (client, lb, gateway, stub, order, inventory, broker): go tool pprof -tags FILE")
 	outDir := fs.String("out", "", "also write bench.json (every round's figures) and bench.svg (the summary as bars) into this `directory`")
 	if err := parseFlags(fs, args, getenv, stdout); err != nil {
 		return err
@@ -60,6 +61,11 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 			return usageError{fmt.Sprintf("bench: the cluster topology compares with pgbench: %v (Debian: apt install postgresql-client)", err)}
 		}
 	}
+	if cfg.Profile != "" {
+		if err := os.MkdirAll(cfg.Profile, 0o755); err != nil {
+			return fmt.Errorf("bench: --profile: %w", err)
+		}
+	}
 	cfg.OnStep = func(s string) { fmt.Fprintln(stderr, "bench:", s) }
 	// The roles log as converge dev's do, records formatted and all, but
 	// nowhere: a failure shows in the load's figures and errors.
@@ -74,6 +80,9 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 				return errors.Join(err, werr)
 			}
 			fmt.Fprintf(stdout, "files: %s (and %s)\n", filepath.Join(*outDir, bench.FileJSON), bench.FileSVG)
+		}
+		if cfg.Profile != "" {
+			fmt.Fprintf(stdout, "CPU profiles: %s (go tool pprof -tags FILE)\n", filepath.Join(cfg.Profile, "round-*-*.pprof"))
 		}
 	}
 	if err != nil {

@@ -6,7 +6,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 
@@ -23,8 +25,8 @@ func TestBench(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts the system and three brokers: not in -short")
 	}
-	out := filepath.Join(t.TempDir(), "out")
-	args := []string{"bench", "--rounds", "1", "--orders", "200", "--concurrency", "8", "--limits-time", "200ms", "--dir", t.TempDir(), "--out", out}
+	out, prof := filepath.Join(t.TempDir(), "out"), filepath.Join(t.TempDir(), "prof")
+	args := []string{"bench", "--rounds", "1", "--orders", "200", "--concurrency", "8", "--limits-time", "200ms", "--dir", t.TempDir(), "--out", out, "--profile", prof}
 	var stdout, stderr strings.Builder
 	if err := run(context.Background(), args, func(string) string { return "" }, &stdout, &stderr); err != nil {
 		t.Fatalf("run(%q): %v\nstdout:\n%s\nstderr:\n%s", args, err, stdout.String(), stderr.String())
@@ -57,6 +59,26 @@ func TestBench(t *testing.T) {
 	}
 	if !strings.HasPrefix(string(svg), "<svg") || !strings.Contains(string(svg), "converge embedded") {
 		t.Errorf("%s is not the chart: %.200s", bench.FileSVG, svg)
+	}
+	// Each flow's profile, its samples labelled by role: at least one of
+	// the parts the load drives (a tiny load leaves few samples to the
+	// client's own label).
+	checkProfile(t, filepath.Join(prof, "round-1-bare-chain.pprof"), "lb", "gateway", "stub")
+	checkProfile(t, filepath.Join(prof, "round-1-converge.pprof"), "lb", "gateway", "order", "inventory", "broker")
+}
+
+// checkProfile fails t unless go tool pprof reads the CPU profile at path
+// and finds samples labelled role=R for one of roles.
+func checkProfile(t *testing.T, path string, roles ...string) {
+	t.Helper()
+	out, err := exec.Command("go", "tool", "pprof", "-tags", "-tagfocus", "role", path).CombinedOutput()
+	if err != nil {
+		t.Errorf("go tool pprof -tags %s: %v\n%s", path, err, out)
+		return
+	}
+	has := func(role string) bool { return regexp.MustCompile(`(?m)\): ` + role + `$`).Match(out) }
+	if !slices.ContainsFunc(roles, has) {
+		t.Errorf("go tool pprof -tags %s: want samples of one of the roles %v:\n%s", path, roles, out)
 	}
 }
 
@@ -207,6 +229,7 @@ func TestBenchUsageErrors(t *testing.T) {
 		{"too many instances", "bench: instances must each be 1 to 8, got 9", clusterArgs("--instances", "1,9")},
 		{"instances twice", "bench: instances: 2 is given twice", clusterArgs("--instances", "1,2,2")},
 		{"no pgbench", "bench: the cluster topology compares with pgbench: exec: \"no-such-pgbench\"", clusterArgs("--pgbench", "no-such-pgbench")},
+		{"profile of the cluster", "bench: profile: the embedded topology only", clusterArgs("--profile", "prof")},
 		{"no rounds", "bench: rounds must be 1 to 100, got 0", []string{"--rounds", "0"}},
 		{"no limits time", "bench: limits time must be", []string{"--limits-time", "0s"}},
 		{"no orders", "bench: orders must be 1 to", []string{"--orders", "0"}},

@@ -22,6 +22,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"time"
@@ -49,6 +51,12 @@ type Config struct {
 	// Dir is where each flow and limit gets a fresh directory, removed
 	// after it: the disk measured. Empty: the system's temporary directory.
 	Dir string `json:"dir"`
+	// Profile, if set, is a directory (it must exist) where each flow's
+	// load run is CPU-profiled (runtime/pprof) into round-N-FLOW.pprof,
+	// FLOW bare-chain or converge; every goroutine carries the label role
+	// (client, lb, gateway, stub, order, inventory, broker). Embedded only:
+	// the cluster runs a process per role.
+	Profile string `json:"profile,omitempty"`
 	// OnStep, if set, is told what starts, for a progress line.
 	OnStep func(string) `json:"-"`
 }
@@ -86,6 +94,9 @@ func (c Config) Validate() error {
 	switch c.Topology {
 	case Embedded:
 	case Cluster:
+		if c.Profile != "" {
+			return errors.New("profile: the embedded topology only (the cluster runs a process per role; profile those with perf)")
+		}
 		return c.Cluster.validate()
 	default:
 		return fmt.Errorf("topology must be %s or %s, got %q", Embedded, Cluster, c.Topology)
@@ -177,13 +188,19 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (Result, error) {
 			continue
 		}
 		var r Round
+		profile := func(flow string) string {
+			if cfg.Profile == "" {
+				return ""
+			}
+			return filepath.Join(cfg.Profile, fmt.Sprintf("round-%d-%s.pprof", i+1, flow))
+		}
 		flows := []struct {
 			name string
 			run  func() (Flow, error)
 			into *Flow
 		}{
-			{"bare chain", func() (Flow, error) { return runBare(ctx, cfg, log) }, &r.Bare},
-			{"converge embedded", func() (Flow, error) { return runReal(ctx, cfg, dir, log) }, &r.Real},
+			{"bare chain", func() (Flow, error) { return runBare(ctx, cfg, profile("bare-chain"), log) }, &r.Bare},
+			{"converge embedded", func() (Flow, error) { return runReal(ctx, cfg, dir, profile("converge"), log) }, &r.Real},
 		}
 		if i%2 == 1 {
 			slices.Reverse(flows)
@@ -221,15 +238,18 @@ func causeOf(ctx context.Context, err error) error {
 }
 
 // runBare serves Stub behind cfg.Gateways gateways and a load balancer,
-// started by the same functions as converge dev's, and drives it.
-func runBare(ctx context.Context, cfg Config, log *slog.Logger) (_ Flow, err error) {
+// started by the same functions as converge dev's, and drives it,
+// CPU-profiled into the file profile if it is not empty.
+func runBare(ctx context.Context, cfg Config, profile string, log *slog.Logger) (_ Flow, err error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return Flow{}, err
 	}
 	stub := &http.Server{Handler: Stub(), ReadHeaderTimeout: 10 * time.Second}
 	served := make(chan error, 1)
-	go func() { served <- stub.Serve(ln) }()
+	pprof.Do(ctx, pprof.Labels("role", "stub"), func(context.Context) {
+		go func() { served <- stub.Serve(ln) }()
+	})
 	stubURL := "http://" + ln.Addr().String()
 
 	var edges []*role.Edge // in the order started; stopped in reverse
@@ -247,29 +267,34 @@ func runBare(ctx context.Context, cfg Config, log *slog.Logger) (_ Flow, err err
 	const key = "bench-bare-chain"
 	var gws []string
 	for i := range cfg.Gateways {
-		gw, err := role.StartGateway(ctx, role.GatewayConfig{
-			Addr: "127.0.0.1:0", APIKey: key, OrderURLs: stubURL, InventoryURLs: stubURL, AccessLog: cfg.AccessLog,
-		}, log.With("role", "gateway", "instance", i+1))
+		gw, err := role.Labeled(ctx, "gateway", func(ctx context.Context) (*role.Edge, error) {
+			return role.StartGateway(ctx, role.GatewayConfig{
+				Addr: "127.0.0.1:0", APIKey: key, OrderURLs: stubURL, InventoryURLs: stubURL, AccessLog: cfg.AccessLog,
+			}, log.With("role", "gateway", "instance", i+1))
+		})
 		if err != nil {
 			return Flow{}, err
 		}
 		edges = append(edges, gw)
 		gws = append(gws, gw.URL())
 	}
-	lb, err := role.StartLB(ctx, role.LBConfig{
-		Addr: "127.0.0.1:0", Gateways: strings.Join(gws, ","), Policy: system.DefaultConfig().LBPolicy, AccessLog: cfg.AccessLog,
-	}, log.With("role", "lb"))
+	lb, err := role.Labeled(ctx, "lb", func(ctx context.Context) (*role.Edge, error) {
+		return role.StartLB(ctx, role.LBConfig{
+			Addr: "127.0.0.1:0", Gateways: strings.Join(gws, ","), Policy: system.DefaultConfig().LBPolicy, AccessLog: cfg.AccessLog,
+		}, log.With("role", "lb"))
+	})
 	if err != nil {
 		return Flow{}, err
 	}
 	edges = append(edges, lb)
-	return drive(ctx, cfg.Load, lb.URL(), key)
+	return drive(ctx, cfg.Load, lb.URL(), key, profile)
 }
 
 // runReal starts the embedded system on a fresh data directory under dir,
-// with converge dev's durable defaults, drives it, and checks the
-// invariants of converge check once it has settled.
-func runReal(ctx context.Context, cfg Config, dir string, log *slog.Logger) (_ Flow, err error) {
+// with converge dev's durable defaults, drives it (CPU-profiled into the
+// file profile if it is not empty), and checks the invariants of converge
+// check once it has settled.
+func runReal(ctx context.Context, cfg Config, dir, profile string, log *slog.Logger) (_ Flow, err error) {
 	data, err := os.MkdirTemp(dir, "converge-bench-")
 	if err != nil {
 		return Flow{}, err
@@ -287,7 +312,7 @@ func runReal(ctx context.Context, cfg Config, dir string, log *slog.Logger) (_ F
 		defer cancel()
 		err = errors.Join(err, s.Shutdown(sctx))
 	}()
-	fl, err := drive(ctx, cfg.Load, s.LBURL, s.APIKey)
+	fl, err := drive(ctx, cfg.Load, s.LBURL, s.APIKey, profile)
 	if err != nil {
 		return Flow{}, err
 	}
@@ -340,15 +365,29 @@ func checkSettles(ctx context.Context, orderURL, inventoryURL string, d time.Dur
 	}
 }
 
-func drive(ctx context.Context, lc load.Config, url, key string) (Flow, error) {
+// drive runs the load lc against url with the API key key and measures the
+// machine's CPU over it; if profile is not empty, it also CPU-profiles the
+// process into that file.
+func drive(ctx context.Context, lc load.Config, url, key, profile string) (_ Flow, err error) {
 	lc.URL, lc.APIKey = url, key
 	client := load.NewClient(lc.Connections())
 	defer client.CloseIdleConnections()
+	if profile != "" {
+		stop, err := startProfile(profile)
+		if err != nil {
+			return Flow{}, err
+		}
+		defer func() { err = errors.Join(err, stop()) }()
+	}
 	before, err := readCPU()
 	if err != nil {
 		return Flow{}, err
 	}
-	rep, err := load.Run(ctx, lc, client)
+	var rep load.Report
+	// The client's goroutines, and its connections', are labelled too.
+	pprof.Do(ctx, pprof.Labels("role", "client"), func(ctx context.Context) {
+		rep, err = load.Run(ctx, lc, client)
+	})
 	if err != nil {
 		return Flow{}, err
 	}
@@ -359,4 +398,23 @@ func drive(ctx context.Context, lc load.Config, url, key string) (Flow, error) {
 	fl := flowOf(rep)
 	fl.CPU = before.since(after, rep.Converged)
 	return fl, nil
+}
+
+// startProfile starts CPU-profiling the process into the file path and
+// returns the function that stops it and closes the file.
+func startProfile(path string) (stop func() error, err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		return nil, errors.Join(fmt.Errorf("profile %s: %w", path, err), f.Close(), os.Remove(path))
+	}
+	return func() error {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			return fmt.Errorf("profile %s: %w", path, err)
+		}
+		return nil
+	}, nil
 }

@@ -205,7 +205,7 @@ func runClusterFlow(ctx context.Context, cfg Config, n int, dir string, measure 
 			return ClusterFlow{}, fmt.Errorf("JetStream R3 publish: %w", err)
 		}
 	}
-	fl, err := drive(ctx, cfg.Load, c.LBURL, ccfg.APIKey)
+	fl, err := drive(ctx, cfg.Load, c.LBURL, ccfg.APIKey, "")
 	if err != nil {
 		return ClusterFlow{}, err
 	}

@@ -117,7 +117,7 @@ func (s *System) Restart(name string) error {
 		}
 		cfg := s.gwCfg
 		cfg.Addr = addr
-		gw, err := role.StartGateway(ctx, cfg, s.log.With("role", "gateway", "instance", i+1))
+		gw, err := s.startGateway(ctx, cfg, i)
 		if err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
@@ -142,9 +142,9 @@ func (s *System) Restart(name string) error {
 		err error
 	)
 	if name == s.ordCfg.Instance {
-		r, err = role.StartOrder(ctx, s.ordCfg, s.log)
+		r, err = s.startOrder(ctx)
 	} else {
-		r, err = role.StartInventory(ctx, s.invCfg, s.log)
+		r, err = s.startInventory(ctx)
 	}
 	if err != nil {
 		return fmt.Errorf("%s: %w", name, err)

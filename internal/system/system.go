@@ -226,7 +226,9 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *System, err er
 		if err := s.StartBroker(); err != nil {
 			return nil, err
 		}
-		if s.brokerHTTP, err = role.StartBrokerEndpoint("127.0.0.1:0", s.broker, s.failed, log.With("role", "broker")); err != nil {
+		if s.brokerHTTP, err = role.Labeled(ctx, "broker", func(context.Context) (*role.BrokerEndpoint, error) {
+			return role.StartBrokerEndpoint("127.0.0.1:0", s.broker, s.failed, log.With("role", "broker"))
+		}); err != nil {
 			return nil, err
 		}
 		s.BrokerMetricsURL = s.brokerHTTP.URL()
@@ -240,23 +242,22 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *System, err er
 		return nil, err
 	}
 
-	invCfg := role.InventoryConfig{ServiceConfig: cfg.service(cfg.InventoryDB, "inventory"), Seed: cfg.Seed}
-	invCfg.NATS = nats
-	if s.inventory, err = role.StartInventory(ctx, invCfg, log); err != nil {
+	s.invCfg = role.InventoryConfig{ServiceConfig: cfg.service(cfg.InventoryDB, "inventory"), Seed: cfg.Seed}
+	s.invCfg.NATS = nats
+	if s.inventory, err = s.startInventory(ctx); err != nil {
 		return nil, err
 	}
 	s.watch(s.inventory)
-	s.InventoryURL, s.InventoryDB = s.inventory.URL(), invCfg.DB
+	s.InventoryURL, s.InventoryDB = s.inventory.URL(), s.invCfg.DB
 
-	ordCfg := role.OrderConfig{ServiceConfig: cfg.service(cfg.OrderDB, "order")}
-	ordCfg.NATS = nats
-	if s.order, err = role.StartOrder(ctx, ordCfg, log); err != nil {
+	s.ordCfg = role.OrderConfig{ServiceConfig: cfg.service(cfg.OrderDB, "order")}
+	s.ordCfg.NATS = nats
+	if s.order, err = s.startOrder(ctx); err != nil {
 		return nil, err
 	}
 	s.watch(s.order)
-	s.OrderURL, s.OrderDB = s.order.URL(), ordCfg.DB
+	s.OrderURL, s.OrderDB = s.order.URL(), s.ordCfg.DB
 	// A restart from the live page comes back on the same address.
-	s.invCfg, s.ordCfg = invCfg, ordCfg
 	s.invCfg.Addr, s.ordCfg.Addr = hostPort(s.InventoryURL), hostPort(s.OrderURL)
 
 	s.gwCfg = role.GatewayConfig{
@@ -271,7 +272,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *System, err er
 		UIControl:     s,
 	}
 	for i := range cfg.Gateways {
-		gw, err := role.StartGateway(ctx, s.gwCfg, log.With("role", "gateway", "instance", i+1))
+		gw, err := s.startGateway(ctx, s.gwCfg, i)
 		if err != nil {
 			return nil, fmt.Errorf("gateway %d: %w", i+1, err)
 		}
@@ -281,7 +282,9 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *System, err er
 		s.GatewayURLs = append(s.GatewayURLs, gw.URL())
 		s.mu.Unlock()
 	}
-	lb, err := role.StartLB(ctx, role.LBConfig{Addr: lbAddr, Listener: lbListener, Gateways: strings.Join(s.GatewayURLs, ","), Policy: cfg.LBPolicy, AccessLog: cfg.AccessLog, Tracing: cfg.Tracing}, log.With("role", "lb"))
+	lb, err := role.Labeled(ctx, "lb", func(ctx context.Context) (*role.Edge, error) {
+		return role.StartLB(ctx, role.LBConfig{Addr: lbAddr, Listener: lbListener, Gateways: strings.Join(s.GatewayURLs, ","), Policy: cfg.LBPolicy, AccessLog: cfg.AccessLog, Tracing: cfg.Tracing}, log.With("role", "lb"))
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -290,6 +293,28 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *System, err er
 	s.lb, s.LBURL = lb, lb.URL()
 	s.mu.Unlock()
 	return s, nil
+}
+
+// startOrder, startInventory and startGateway start a role, at Start and
+// at a restart from the live page, labelled for CPU profiles (see
+// role.Labeled).
+func (s *System) startOrder(ctx context.Context) (*role.Service, error) {
+	return role.Labeled(ctx, "order", func(ctx context.Context) (*role.Service, error) {
+		return role.StartOrder(ctx, s.ordCfg, s.log)
+	})
+}
+
+func (s *System) startInventory(ctx context.Context) (*role.Service, error) {
+	return role.Labeled(ctx, "inventory", func(ctx context.Context) (*role.Service, error) {
+		return role.StartInventory(ctx, s.invCfg, s.log)
+	})
+}
+
+// startGateway starts gateway i (from 0) with cfg.
+func (s *System) startGateway(ctx context.Context, cfg role.GatewayConfig, i int) (*role.Edge, error) {
+	return role.Labeled(ctx, "gateway", func(ctx context.Context) (*role.Edge, error) {
+		return role.StartGateway(ctx, cfg, s.log.With("role", "gateway", "instance", i+1))
+	})
 }
 
 // watch forwards a role's failure to Failed.
@@ -377,11 +402,13 @@ func (s *System) StartBroker() error {
 	if s.brokerPort != 0 { // a restart: keep the address clients reconnect to
 		port = s.brokerPort
 	}
-	srv, err := broker.StartServer(broker.ServerConfig{
-		Dir:    filepath.Join(s.cfg.DataDir, "broker"),
-		Port:   port,
-		NoSync: !s.cfg.BrokerSync,
-	}, s.log.With("role", "broker"))
+	srv, err := role.Labeled(context.Background(), "broker", func(context.Context) (*broker.Server, error) {
+		return broker.StartServer(broker.ServerConfig{
+			Dir:    filepath.Join(s.cfg.DataDir, "broker"),
+			Port:   port,
+			NoSync: !s.cfg.BrokerSync,
+		}, s.log.With("role", "broker"))
+	})
 	if err != nil {
 		return fmt.Errorf("broker: %w", err)
 	}
