@@ -18,6 +18,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -373,9 +374,9 @@ func drive(ctx context.Context, lc load.Config, url, key, profile string) (_ Flo
 	client := load.NewClient(lc.Connections())
 	defer client.CloseIdleConnections()
 	if profile != "" {
-		stop, err := startProfile(profile)
-		if err != nil {
-			return Flow{}, err
+		stop, perr := startProfile(profile)
+		if perr != nil {
+			return Flow{}, perr
 		}
 		defer func() { err = errors.Join(err, stop()) }()
 	}
@@ -401,20 +402,39 @@ func drive(ctx context.Context, lc load.Config, url, key, profile string) (_ Flo
 }
 
 // startProfile starts CPU-profiling the process into the file path and
-// returns the function that stops it and closes the file.
+// returns the function that stops it and closes the file. The profile
+// is one of the process: it fails if another is being taken (go test
+// -cpuprofile).
 func startProfile(path string) (stop func() error, err error) {
 	f, err := os.Create(path)
 	if err != nil {
 		return nil, fmt.Errorf("profile: %w", err)
 	}
-	if err := pprof.StartCPUProfile(f); err != nil {
+	w := &firstError{w: f}
+	if err := pprof.StartCPUProfile(w); err != nil {
 		return nil, errors.Join(fmt.Errorf("profile %s: %w", path, err), f.Close(), os.Remove(path))
 	}
 	return func() error {
-		pprof.StopCPUProfile()
-		if err := f.Close(); err != nil {
+		pprof.StopCPUProfile() // it reports no write error: w kept it
+		if err := errors.Join(w.err, f.Close()); err != nil {
 			return fmt.Errorf("profile %s: %w", path, err)
 		}
 		return nil
 	}, nil
+}
+
+// firstError writes to w and keeps the first error, for a writer whose
+// user drops them.
+type firstError struct {
+	w   io.Writer
+	err error
+}
+
+func (f *firstError) Write(p []byte) (int, error) {
+	if f.err != nil {
+		return 0, f.err
+	}
+	n, err := f.w.Write(p)
+	f.err = err
+	return n, err
 }

@@ -44,15 +44,23 @@ func Wait(ctx context.Context, r Running, grace time.Duration) error {
 // profile of a process running several roles (converge dev, converge
 // bench) tells their shares apart: go tool pprof -tags, or -tagfocus
 // role=order. Work a role hands to another's goroutines is the other's: a
-// publish is stored by the broker's. The label costs nothing unless a
-// profile is taken.
+// publish is stored by the broker's. start runs in a goroutine of its own,
+// so that the caller's labels stay as they were. The label costs nothing
+// unless a profile is taken.
 func Labeled[T any](ctx context.Context, name string, start func(context.Context) (T, error)) (T, error) {
-	var (
+	type result struct {
 		r   T
 		err error
-	)
-	pprof.Do(ctx, pprof.Labels("role", name), func(ctx context.Context) { r, err = start(ctx) })
-	return r, err
+	}
+	done := make(chan result, 1)
+	go func() {
+		ctx := pprof.WithLabels(ctx, pprof.Labels("role", name))
+		pprof.SetGoroutineLabels(ctx)
+		r, err := start(ctx)
+		done <- result{r, err}
+	}()
+	res := <-done
+	return res.r, res.err
 }
 
 // server is an HTTP server bound before anything else of its role starts,

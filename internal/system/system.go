@@ -427,7 +427,11 @@ func (b embeddedBroker) InProcessConn() (net.Conn, error) {
 	if srv == nil {
 		return nil, errors.New("the embedded broker is stopped")
 	}
-	return srv.InProcessConn()
+	// nats-server starts the connection's read and write loops here, in the
+	// service's goroutine: they are the broker's work, and are labelled so.
+	return role.Labeled(context.Background(), "broker", func(context.Context) (net.Conn, error) {
+		return srv.InProcessConn()
+	})
 }
 
 // broker is the embedded broker while it runs, else nil.

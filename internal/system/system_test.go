@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"regexp"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -597,6 +599,57 @@ func TestShutdownLeavesNoGoroutines(t *testing.T) {
 			t.Fatalf("%d goroutines left after shutdown:\n\n%s", len(left), strings.Join(left, "\n\n"))
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Every part's goroutines carry the label of the part (role.Labeled), so
+// that a CPU profile of converge dev or converge bench splits by part:
+// each part has labelled goroutines, and nats-server's loops for the
+// services' in-process connections count as the broker's, not as the
+// service's that opened them.
+func TestPartsAreLabelledForProfiles(t *testing.T) {
+	if clusterTopology(t) {
+		t.Skip("reads the goroutines of this process, where only the embedded topology runs")
+	}
+	sys := start(t)
+	c := newClient(t, sys)
+	c.setStock("A-1", 1)
+	c.final(c.place("c-1", item{"A-1", 1}).ID) // every hop has served
+	var b strings.Builder
+	if err := pprof.Lookup("goroutine").WriteTo(&b, 1); err != nil {
+		t.Fatal(err)
+	}
+	label := regexp.MustCompile(`# labels: \{.*"role":"([a-z]+)"`)
+	roles := map[string]int{} // goroutines by role label
+	var connLoops []string    // role labels of nats-server's client read loops
+	for _, rec := range strings.Split(b.String(), "\n\n") {
+		var n int
+		if _, err := fmt.Sscanf(rec, "%d @", &n); err != nil {
+			continue // the header
+		}
+		m := label.FindStringSubmatch(rec)
+		role := ""
+		if m != nil {
+			role = m[1]
+			roles[role] += n
+		}
+		if strings.Contains(rec, "nats-server/v2/server.(*client).readLoop") {
+			connLoops = append(connLoops, role)
+		}
+	}
+	for _, want := range []string{"lb", "gateway", "order", "inventory", "broker"} {
+		if roles[want] == 0 {
+			t.Errorf("no goroutine labelled role=%s; goroutines by role: %v", want, roles)
+		}
+	}
+	if len(connLoops) == 0 {
+		t.Error("found no nats-server client read loop: the check below looks for the wrong thing")
+	}
+	for _, r := range connLoops {
+		if r != "broker" {
+			t.Errorf("a nats-server client read loop is labelled role=%q, want broker (labels of all: %q)", r, connLoops)
+			break
+		}
 	}
 }
 
