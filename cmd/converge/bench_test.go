@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/convergehq/converge/internal/bench"
 	"github.com/convergehq/converge/internal/cache/rediscache/redistest"
@@ -177,7 +178,8 @@ func TestBenchCluster(t *testing.T) {
 	}
 	for _, want := range []string{"converge cluster, 1 of each service", "converge cluster, 2 of each service: ratio to pgbench",
 		"pgbench order transaction, 8 clients", "PostgreSQL order transaction, order service code and pool (8 connections), 8 goroutines", "disk: 8 KiB append + fsync",
-		"JetStream R3 publish, one by one", "JetStream R3 publish, batch 256", "1 of each service: machine CPU per order", "pgbench: machine CPU per commit", "every invariant of converge check OK"} {
+		"JetStream R3 publish, one by one", "JetStream R3 publish, batch 256", "1 of each service: machine CPU per order", "pgbench: machine CPU per commit", "every invariant of converge check OK",
+		"machine CPU per order by part", "brokers (nats-server, 3)"} {
 		if !strings.Contains(stdout.String(), want) {
 			t.Errorf("output has no line %q:\n%s", want, stdout.String())
 		}
@@ -194,6 +196,7 @@ func TestBenchCluster(t *testing.T) {
 		if want := f.Rate / r.Limits.Pgbench; f.Ratio != want {
 			t.Errorf("%d instances: ratio = %g, want rate / pgbench = %g / %g = %g", f.Instances, f.Ratio, f.Rate, r.Limits.Pgbench, want)
 		}
+		checkParts(t, f)
 	}
 	if len(got.Summary) != 22 {
 		t.Errorf("summary has %d figures, want 22", len(got.Summary))
@@ -205,6 +208,32 @@ func TestBenchCluster(t *testing.T) {
 	}
 	if left := benchKeys() - keysBefore; left != 0 {
 		t.Errorf("%d more converge-bench-* keys in Redis after the bench, want 0", left)
+	}
+}
+
+// checkParts fails t unless f's CPU is split by part, every part that
+// does work for each order measured above zero (on Linux, where /proc
+// is), and the parts add up to the machine's figure.
+func checkParts(t *testing.T, f bench.ClusterFlow) {
+	t.Helper()
+	if runtime.GOOS != "linux" {
+		return
+	}
+	var sum time.Duration
+	got := map[string]time.Duration{}
+	for _, p := range f.Parts {
+		got[p.Part] = p.PerUnit
+		sum += p.PerUnit
+	}
+	for _, part := range []string{"load client (converge bench)", "load balancer", "gateways", "order services", "inventory services", "brokers (nats-server, 3)", "PostgreSQL (every postgres process)"} {
+		if got[part] <= 0 {
+			t.Errorf("%d instances: CPU per order of %q = %s, want more than 0 (parts: %+v)", f.Instances, part, got[part], f.Parts)
+		}
+	}
+	// The rest of the machine makes up the difference, or is 0 where the
+	// parts' samples, a little wider than the machine's, add up to more.
+	if sum < f.CPU.PerUnit {
+		t.Errorf("%d instances: the parts add up to %s per order, less than the machine's %s", f.Instances, sum, f.CPU.PerUnit)
 	}
 }
 

@@ -96,7 +96,7 @@ func (c Config) Validate() error {
 	case Embedded:
 	case Cluster:
 		if c.Profile != "" {
-			return errors.New("profile: the embedded topology only (the cluster runs a process per role; profile those with perf)")
+			return errors.New("profile: the embedded topology only (the cluster runs a process per role, and its summary splits the CPU by part from /proc)")
 		}
 		return c.Cluster.validate()
 	default:

@@ -103,6 +103,10 @@ type ClusterFlow struct {
 	// Ratio is Flow.Rate over the round's pgbench rate for the order
 	// transaction.
 	Ratio float64 `json:"ratio_to_pgbench"`
+	// Parts splits the machine's CPU per order (Flow.CPU) by part: the
+	// load client, each role's processes, PostgreSQL, Redis and the rest
+	// of the machine. Empty where /proc is missing.
+	Parts []PartCPU `json:"cpu_by_part,omitempty"`
 }
 
 // runClusterRound runs the cluster flow with each instance count (in
@@ -205,11 +209,20 @@ func runClusterFlow(ctx context.Context, cfg Config, n int, dir string, measure 
 			return ClusterFlow{}, fmt.Errorf("JetStream R3 publish: %w", err)
 		}
 	}
+	before, err := sampleParts(c)
+	if err != nil {
+		return ClusterFlow{}, err
+	}
 	fl, err := drive(ctx, cfg.Load, c.LBURL, ccfg.APIKey, "")
 	if err != nil {
 		return ClusterFlow{}, err
 	}
-	return ClusterFlow{Instances: n, Flow: fl}, checkSettles(ctx, orderDB, invDB, settleTime)
+	after, err := sampleParts(c)
+	if err != nil {
+		return ClusterFlow{}, err
+	}
+	cf := ClusterFlow{Instances: n, Flow: fl, Parts: before.since(after, fl.Converged, fl.CPU.PerUnit)}
+	return cf, checkSettles(ctx, orderDB, invDB, settleTime)
 }
 
 // purge deletes the keys a flow's services left under prefix, once they

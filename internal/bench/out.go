@@ -145,8 +145,58 @@ func (res Result) Print(w io.Writer) error {
 	if res.Topology == Cluster {
 		line += "\ncluster: 3 brokers (R3 streams, fsync always), PostgreSQL and Redis shared by the instances; pgbench runs the order transaction (order row + outbox row, one commit) on the same server"
 	}
-	_, err := fmt.Fprintln(w, line)
-	return err
+	if _, err := fmt.Fprintln(w, line); err != nil {
+		return err
+	}
+	if res.Topology == Cluster {
+		return res.printParts(w)
+	}
+	return nil
+}
+
+// printParts writes the cluster flows' machine CPU per order by part:
+// medians over the rounds, a column per instance count. It writes
+// nothing where no flow has the split (no /proc).
+func (res Result) printParts(w io.Writer) error {
+	counts := res.Config.Cluster.Instances
+	if len(res.Rounds) == 0 || len(counts) == 0 {
+		return nil
+	}
+	of := func(r Round, n int, part string) (time.Duration, bool) {
+		for _, f := range r.Cluster {
+			if f.Instances != n {
+				continue
+			}
+			for _, p := range f.Parts {
+				if p.Part == part {
+					return p.PerUnit, true
+				}
+			}
+		}
+		return 0, false
+	}
+	if _, ok := of(res.Rounds[0], counts[0], partClient); !ok {
+		return nil
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 3, ' ', 0)
+	fmt.Fprintln(tw, "\nmachine CPU per order by part, ms (/proc/PID/stat; medians)")
+	head := "part"
+	for _, n := range counts {
+		head += fmt.Sprintf("\t%d of each", n)
+	}
+	fmt.Fprintln(tw, head)
+	for _, part := range partNames() {
+		row := part
+		for _, n := range counts {
+			f := figure(part, "ms", res.Rounds, func(r Round) float64 {
+				d, _ := of(r, n, part)
+				return ms(d)
+			})
+			row += "\t" + num(f.Median)
+		}
+		fmt.Fprintln(tw, row)
+	}
+	return tw.Flush()
 }
 
 // WriteFiles writes bench.json (every round's figures and the summary) and
