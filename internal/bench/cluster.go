@@ -211,7 +211,7 @@ func runClusterFlow(ctx context.Context, cfg Config, n int, dir string, measure 
 	}
 	before, err := sampleParts(c)
 	if err != nil {
-		return ClusterFlow{}, err
+		return ClusterFlow{}, fmt.Errorf("CPU by part: %w", err)
 	}
 	fl, err := drive(ctx, cfg.Load, c.LBURL, ccfg.APIKey, "")
 	if err != nil {
@@ -219,7 +219,7 @@ func runClusterFlow(ctx context.Context, cfg Config, n int, dir string, measure 
 	}
 	after, err := sampleParts(c)
 	if err != nil {
-		return ClusterFlow{}, err
+		return ClusterFlow{}, fmt.Errorf("CPU by part: %w", err)
 	}
 	cf := ClusterFlow{Instances: n, Flow: fl, Parts: before.since(after, fl.Converged, fl.CPU.PerUnit)}
 	return cf, checkSettles(ctx, orderDB, invDB, settleTime)

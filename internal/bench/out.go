@@ -162,18 +162,18 @@ func (res Result) printParts(w io.Writer) error {
 	if len(res.Rounds) == 0 || len(counts) == 0 {
 		return nil
 	}
-	of := func(r Round, n int, part string) (time.Duration, bool) {
+	of := func(r Round, n int, part string) (PartCPU, bool) {
 		for _, f := range r.Cluster {
 			if f.Instances != n {
 				continue
 			}
 			for _, p := range f.Parts {
 				if p.Part == part {
-					return p.PerUnit, true
+					return p, true
 				}
 			}
 		}
-		return 0, false
+		return PartCPU{}, false
 	}
 	if _, ok := of(res.Rounds[0], counts[0], partClient); !ok {
 		return nil
@@ -188,11 +188,17 @@ func (res Result) printParts(w io.Writer) error {
 	for _, part := range partNames() {
 		row := part
 		for _, n := range counts {
+			seen := false
 			f := figure(part, "ms", res.Rounds, func(r Round) float64 {
-				d, _ := of(r, n, part)
-				return ms(d)
+				p, _ := of(r, n, part)
+				seen = seen || p.Processes > 0 || part == restOfMachine
+				return ms(p.PerUnit)
 			})
-			row += "\t" + num(f.Median)
+			if seen {
+				row += "\t" + num(f.Median)
+			} else {
+				row += "\t-" // no process of it on this machine
+			}
 		}
 		fmt.Fprintln(tw, row)
 	}

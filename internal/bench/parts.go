@@ -18,18 +18,23 @@ import (
 type PartCPU struct {
 	Part    string        `json:"part"`
 	PerUnit time.Duration `json:"per_unit_ns"`
+	// Processes is how many of the part's processes were seen: 0 where
+	// the part runs where /proc does not show it (a PostgreSQL on another
+	// machine), and PerUnit means nothing.
+	Processes int `json:"processes"`
 }
 
 // The parts a cluster flow's CPU is split into, in the order printed.
 // restOfMachine is the machine's busy time (from /proc/stat) less the
-// parts': the kernel's own threads, other processes.
+// parts': the kernel's own threads, processes that exited meanwhile,
+// other processes.
 const (
 	partClient    = "load client (converge bench)"
 	partLB        = "load balancer"
 	partGateways  = "gateways"
 	partOrders    = "order services"
 	partInventory = "inventory services"
-	partBrokers   = "brokers (nats-server, 3)"
+	partBrokers   = "brokers"
 	partPostgres  = "PostgreSQL (every postgres process)"
 	partRedis     = "Redis (every redis-server process)"
 	restOfMachine = "rest of the machine"
@@ -168,7 +173,7 @@ func (s partsSample) since(now partsSample, units int, machine time.Duration) []
 		}
 		d := time.Duration(ticks) * time.Second / clockTicks / time.Duration(units)
 		sum += d
-		out = append(out, PartCPU{Part: part, PerUnit: d})
+		out = append(out, PartCPU{Part: part, PerUnit: d, Processes: len(now[part])})
 	}
 	return append(out, PartCPU{Part: restOfMachine, PerUnit: max(machine-sum, 0)})
 }

@@ -45,11 +45,15 @@ func TestPartsSince(t *testing.T) {
 		// the machine's 50 ms less the parts' 42 ms
 		restOfMachine: 8 * time.Millisecond,
 	}
+	wantProcs := map[string]int{partOrders: 2, partPostgres: 2, partBrokers: 1, partRedis: 0}
 	var names []string
 	for _, p := range got {
 		names = append(names, p.Part)
 		if w, ok := want[p.Part]; ok && p.PerUnit != w {
 			t.Errorf("%s: %s per order, want %s", p.Part, p.PerUnit, w)
+		}
+		if w, ok := wantProcs[p.Part]; ok && p.Processes != w {
+			t.Errorf("%s: %d processes, want %d", p.Part, p.Processes, w)
 		}
 	}
 	if !slices.Equal(names, partNames()) {
