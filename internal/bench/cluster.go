@@ -109,6 +109,18 @@ type ClusterFlow struct {
 	Parts []PartCPU `json:"cpu_by_part,omitempty"`
 }
 
+// clusterFlow is r's cluster flow with n instances of each service, zero
+// if it has none. A round holds its flows sorted by instances; the
+// config's counts are in the order given.
+func (r Round) clusterFlow(n int) ClusterFlow {
+	for _, f := range r.Cluster {
+		if f.Instances == n {
+			return f
+		}
+	}
+	return ClusterFlow{}
+}
+
 // runClusterRound runs the cluster flow with each instance count (in
 // reverse order on odd rounds), then the limits: disk fsync, the order
 // transaction on PostgreSQL by pgbench and by the order service's own

@@ -83,16 +83,7 @@ func (res Result) clusterFigures() []Figure {
 	rs := res.Rounds
 	var figs []Figure
 	for _, n := range res.Config.Cluster.Instances {
-		// Each round holds the flows sorted by instances; the config's
-		// counts are in the order given.
-		at := func(r Round) ClusterFlow {
-			for _, f := range r.Cluster {
-				if f.Instances == n {
-					return f
-				}
-			}
-			return ClusterFlow{}
-		}
+		at := func(r Round) ClusterFlow { return r.clusterFlow(n) }
 		name := fmt.Sprintf("converge cluster, %d of each service", n)
 		figs = append(figs,
 			figure(name, "orders/s", rs, func(r Round) float64 { return at(r).Rate }),
@@ -162,20 +153,15 @@ func (res Result) printParts(w io.Writer) error {
 	if len(res.Rounds) == 0 || len(counts) == 0 {
 		return nil
 	}
-	of := func(r Round, n int, part string) (PartCPU, bool) {
-		for _, f := range r.Cluster {
-			if f.Instances != n {
-				continue
-			}
-			for _, p := range f.Parts {
-				if p.Part == part {
-					return p, true
-				}
+	of := func(r Round, n int, part string) PartCPU {
+		for _, p := range r.clusterFlow(n).Parts {
+			if p.Part == part {
+				return p
 			}
 		}
-		return PartCPU{}, false
+		return PartCPU{}
 	}
-	if _, ok := of(res.Rounds[0], counts[0], partClient); !ok {
+	if len(res.Rounds[0].clusterFlow(counts[0]).Parts) == 0 {
 		return nil
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 3, ' ', 0)
@@ -188,17 +174,16 @@ func (res Result) printParts(w io.Writer) error {
 	for _, part := range partNames() {
 		row := part
 		for _, n := range counts {
-			seen := false
-			f := figure(part, "ms", res.Rounds, func(r Round) float64 {
-				p, _ := of(r, n, part)
-				seen = seen || p.Processes > 0 || part == restOfMachine
-				return ms(p.PerUnit)
-			})
-			if seen {
-				row += "\t" + num(f.Median)
-			} else {
-				row += "\t-" // no process of it on this machine
+			seen := part == restOfMachine
+			for _, r := range res.Rounds {
+				seen = seen || of(r, n, part).Processes > 0
 			}
+			if !seen {
+				row += "\t-" // no process of it on this machine
+				continue
+			}
+			f := figure(part, "ms", res.Rounds, func(r Round) float64 { return ms(of(r, n, part).PerUnit) })
+			row += "\t" + num(f.Median)
 		}
 		fmt.Fprintln(tw, row)
 	}
