@@ -154,6 +154,10 @@ func TestBenchCluster(t *testing.T) {
 		t.Skip("starts the cluster topology twice: not in -short")
 	}
 	pg, cache := clusterBenchServers(t)
+	for _, kv := range clustertest.Env() { // the processes the bench starts inherit it
+		k, v, _ := strings.Cut(kv, "=")
+		t.Setenv(k, v)
+	}
 	db, err := store.Open(context.Background(), pg)
 	if err != nil {
 		t.Fatal(err)

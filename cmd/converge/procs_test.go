@@ -75,7 +75,7 @@ func TestBinaryRunsSpareProcs(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			cmd := exec.CommandContext(ctx, bin, "dev", "--addr", "127.0.0.1:0", "--broker-port", "0", "--data", t.TempDir(), "--log-level", "warn")
-			cmd.Env = append(append([]string{}, base...), tc.env...)
+			cmd.Env = append(append(append([]string{}, base...), clustertest.Env()...), tc.env...)
 			cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
 			cmd.WaitDelay = 10 * time.Second // then killed
 			out, w := io.Pipe()

@@ -69,7 +69,7 @@ func startCluster(t *testing.T, extra ...string) *env {
 	e.c, err = cluster.Start(ctx, cluster.Config{
 		Binary: bin, DataDir: t.TempDir(), Addr: addr, APIKey: apiKey, AdminKey: adminKey,
 		OrderDB: e.orderDB, InventoryDB: e.invDB, Cache: redisURL,
-		CachePrefix: redistest.Prefix(t, redisURL), BrokerSync: true, Env: extra,
+		CachePrefix: redistest.Prefix(t, redisURL), BrokerSync: true, Env: append(clustertest.Env(), extra...),
 	}, brokertest.Logger(t))
 	if err != nil {
 		t.Fatalf("start cluster: %v", err)

@@ -274,7 +274,7 @@ func startCluster(t testing.TB, dir string, r retry) (*clustered, error) {
 	if err != nil {
 		return nil, err
 	}
-	var env []string
+	env := clustertest.Env()
 	if r.maxDeliver > 0 {
 		backoff := make([]string, len(r.backoff))
 		for i, b := range r.backoff {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -40,6 +41,17 @@ func Binary(t testing.TB) string {
 		t.Fatalf("build converge: %v\n%s", build.err, build.out)
 	}
 	return build.bin
+}
+
+// Env is what the environment of a process started from Binary should add:
+// with -race, GORACE with atexit_sleep_ms=0 after any options already set.
+// The race runtime otherwise sleeps a second at every exit, and a cluster
+// stops in two tiers (the brokers last): two seconds of every test.
+func Env() []string {
+	if !race {
+		return nil
+	}
+	return []string{"GORACE=" + strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0")}
 }
 
 // Cleanup removes the binary Binary built, if any.
