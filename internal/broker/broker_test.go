@@ -550,10 +550,9 @@ func TestConsumeStopsCleanly(t *testing.T) {
 	if err := <-handlerCtxErr; err != nil {
 		t.Errorf("handler ctx after Consume's ctx was cancelled: got %v, want nil (the batch in hand must finish)", err)
 	}
-	// The in-hand batch was acked before Consume returned.
-	if info := consumerInfo(t, c, "inventory"); info.AckFloor.Stream != 4 || info.NumAckPending != 0 {
-		t.Errorf("after stop: got ack floor %d with %d pending, want 4 with 0", info.AckFloor.Stream, info.NumAckPending)
-	}
+	// The in-hand batch was acked before Consume returned (the server
+	// applies acks from a queue, so its consumer info may lag a moment).
+	waitAllAcked(t, c, "inventory", 4)
 
 	deadline := time.Now().Add(5 * time.Second)
 	for {

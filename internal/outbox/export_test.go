@@ -9,6 +9,9 @@ import (
 // before publishing it.
 func SetBeforePublish(r *Relay, f func(n int)) { r.beforePublish = f }
 
+// SetAfterRound makes r call f after each round of Run.
+func SetAfterRound(r *Relay, f func()) { r.afterRound = f }
+
 // Round is one round of r's loop: hold the lease, then publish one batch
 // and mark it. It returns how many rows it published.
 func Round(ctx context.Context, r *Relay) (int, error) {

@@ -65,11 +65,24 @@ func publishes(t testing.TB, c *broker.Conn) func() map[string]int {
 }
 
 // publishedOnce fails unless every event of want went out exactly once.
-func publishedOnce(t testing.TB, seen map[string]int, want []events.Envelope) {
+func publishedOnce(t testing.TB, seen func() map[string]int, want []events.Envelope) {
 	t.Helper()
+	// The subscription's callbacks run after the publishes' acks: wait
+	// until each event has been seen, then count.
+	var got map[string]int
+	for until := time.Now().Add(waitTimeout); ; time.Sleep(10 * time.Millisecond) {
+		got = seen()
+		all := true
+		for _, e := range want {
+			all = all && got[e.ID] > 0
+		}
+		if all || time.Now().After(until) {
+			break
+		}
+	}
 	for _, e := range want {
-		if seen[e.ID] != 1 {
-			t.Errorf("event %s was published %d times, want once", e.ID, seen[e.ID])
+		if got[e.ID] != 1 {
+			t.Errorf("event %s was published %d times, want once", e.ID, got[e.ID])
 		}
 	}
 }
@@ -111,7 +124,7 @@ func TestTwoRelaysShareOneOutbox(t *testing.T) {
 			t.Errorf("both relays published (%d and %d rows) while neither stopped; want one lease holder", pubA.Load(), pubB.Load())
 		}
 		checkStreams(t, c, all)
-		publishedOnce(t, seen(), all)
+		publishedOnce(t, seen, all)
 	})
 }
 
@@ -165,6 +178,6 @@ func TestStalledRelayLosesItsLease(t *testing.T) {
 		if err := c.JetStream().Conn().Flush(); err != nil {
 			t.Fatal(err)
 		}
-		publishedOnce(t, seen(), all)
+		publishedOnce(t, seen, all)
 	})
 }

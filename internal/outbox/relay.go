@@ -80,6 +80,8 @@ type Relay struct {
 	// beforePublish, when set (by tests), runs between reading a batch of n
 	// rows and publishing it, to count batches or stall a relay mid-batch.
 	beforePublish func(n int)
+	// afterRound, when set (by tests), runs after each round of Run.
+	afterRound func()
 }
 
 // NewRelay returns a relay that publishes db's outbox through conn.
@@ -174,6 +176,9 @@ func (r *Relay) Run(ctx context.Context) {
 		default:
 			backoff = 0
 			resetTimer(timer, r.cfg.Poll)
+		}
+		if r.afterRound != nil {
+			r.afterRound()
 		}
 	}
 }

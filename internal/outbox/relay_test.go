@@ -112,6 +112,12 @@ func runRelay(t testing.TB, db *store.DB, c *broker.Conn, log *slog.Logger, cfg 
 		log = brokertest.Logger(t)
 	}
 	r := outbox.NewRelay(db, c, log, cfg)
+	return r, runStarted(t, r)
+}
+
+// runStarted runs r until the test ends or the returned stop is called.
+func runStarted(t testing.TB, r *outbox.Relay) func() {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -130,7 +136,7 @@ func runRelay(t testing.TB, db *store.DB, c *broker.Conn, log *slog.Logger, cfg 
 		})
 	}
 	t.Cleanup(stop)
-	return r, stop
+	return stop
 }
 
 var kinds = []struct {
@@ -392,8 +398,20 @@ func TestRelayRetriesWhileBrokerIsDown(t *testing.T) {
 func TestRelayNotifyWakesPromptly(t *testing.T) {
 	db := openDB(t)
 	_, c := startBroker(t)
-	r, _ := runRelay(t, db, c, nil, outbox.RelayConfig{Poll: 10 * time.Second})
-	time.Sleep(200 * time.Millisecond) // past the relay's first look at the table
+	r := outbox.NewRelay(db, c, brokertest.Logger(t), outbox.RelayConfig{Poll: 10 * time.Second})
+	rounds := make(chan struct{}, 1)
+	outbox.SetAfterRound(r, func() {
+		select {
+		case rounds <- struct{}{}:
+		default:
+		}
+	})
+	runStarted(t, r)
+	select { // past the relay's first look at the table, which is empty
+	case <-rounds:
+	case <-time.After(waitTimeout):
+		t.Fatal("the relay's first round did not end")
+	}
 
 	es := newEvents(t, 2, "woken")
 	add(t, db, es)

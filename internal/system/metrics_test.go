@@ -54,6 +54,28 @@ func TestMetricsMoveUnderLoad(t *testing.T) {
 	c.final(ids[0])
 	c.final(ids[0])
 
+	// Some figures settle after the orders are final: a relay marks its
+	// batch published (and counts it) only after the broker's ack, which
+	// may be after the consumer applied the events; the broker takes the
+	// consumers' acks from a queue; another instance may see an order
+	// final before the committing one has counted it. Wait for them, then
+	// let the checks below say what did not settle.
+	settled := func() bool {
+		ordAll := metricstest.ScrapeAll(t, metricsURLs(sys.Instances("order"))...)
+		invAll := metricstest.ScrapeAll(t, metricsURLs(sys.Instances("inventory"))...)
+		inv1 := metricstest.Scrape(t, metricsURLs(sys.Instances("inventory"))[0])
+		ord1 := metricstest.Scrape(t, metricsURLs(sys.Instances("order"))[0])
+		return ordAll.Sum("converge_relay_published_events_total") == n &&
+			invAll.Sum("converge_relay_published_events_total") == n &&
+			ordAll.Sum("converge_order_final_seconds_count") == n &&
+			ord1.Sum("converge_outbox_backlog_events") == 0 &&
+			inv1.Sum("converge_outbox_backlog_events") == 0 &&
+			inv1.Sum("converge_consumer_ack_pending_messages", "consumer", "inventory") == 0
+	}
+	for until := waitEnd(t, 10*time.Second); !settled() && time.Now().Before(until); {
+		time.Sleep(50 * time.Millisecond)
+	}
+
 	lb := metricstest.Scrape(t, sys.URL()+"/metrics")
 	if got := lb.Sum(httpCount, "route", "proxy", "method", "POST", "status", "202"); got != n {
 		t.Errorf("load balancer: %v POSTs answered 202, want %d", got, n)
