@@ -26,20 +26,19 @@ func runTrace(ctx context.Context, args []string, getenv func(string) string, st
 	key := fs.String("api-key", "", "API key (default: the one converge dev keeps in --data)")
 	dataDir := fs.String("data", "./converge-data", "data directory of converge dev, read only for its api-key file when --api-key is not given")
 	asJSON := fs.Bool("json", false, "print the timeline as JSON, as the API returns it")
-	// The order id may come before the flags or after them.
-	var id string
-	switch {
-	case len(args) > 0 && !strings.HasPrefix(args[0], "-"):
-		id, args = args[0], args[1:]
-	case len(args) > 0 && !strings.HasPrefix(args[len(args)-1], "-"):
-		id, args = args[len(args)-1], args[:len(args)-1]
-	}
-	if err := parseFlags(fs, args, getenv, stdout); err != nil {
+	// The order id may stand anywhere among the flags.
+	ids, err := parseFlagsArgs(fs, args, getenv, stdout)
+	if err != nil {
 		return err
 	}
-	if id == "" {
-		return usageError{"trace: give the order id: converge trace ORDER_ID [--url URL] [--api-key KEY] [--json]"}
+	const usage = "converge trace ORDER_ID [--url URL] [--api-key KEY] [--json]"
+	switch {
+	case len(ids) == 0:
+		return usageError{"trace: give the order id: " + usage}
+	case len(ids) > 1:
+		return usageError{fmt.Sprintf("trace: give one order id, not %d (%q): %s", len(ids), ids, usage)}
 	}
+	id := ids[0]
 	u, err := url.Parse(*base)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return usageError{fmt.Sprintf("trace: --url %q is not an absolute http(s) URL", *base)}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -54,38 +55,55 @@ func TestTraceCommand(t *testing.T) {
 	call("GET", "/api/v1/orders/"+o.ID+"?wait=10s", "")
 	noEnv := func(string) string { return "" }
 
-	// The order is CONFIRMED as the reply is applied, but the inventory
-	// relay records "reply published" only once the broker has acknowledged
-	// it, which may be after the order service applied the reply: wait
-	// until every step is there, or the deadline names the missing ones.
-	steps := []string{"accepted", "committed", "published", "delivered", "reserved", "reply published", "applied"}
-	missing := func(text string) []string {
-		var m []string
-		for _, step := range steps {
-			if !strings.Contains(text, " "+step+" ") {
-				m = append(m, step)
+	// The order is CONFIRMED as the reply is applied, but each relay
+	// records its "published" step only once the broker has acknowledged
+	// the event, which may be after the consumer applied it: wait, on the
+	// JSON form, until every service's step is there.
+	want := []string{"order/accepted", "order/committed", "order/published", "inventory/delivered",
+		"inventory/reserved", "inventory/reply published", "order/applied"}
+	var missing []string
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		var js strings.Builder
+		if err := run(context.Background(), []string{"trace", "--json", o.ID, "--url", sys.LBURL, "--api-key", "trace-key"}, noEnv, &js, io.Discard); err != nil {
+			t.Fatalf("trace --json: %v", err)
+		}
+		var tl struct {
+			Steps []struct{ Service, Step string }
+		}
+		if err := json.Unmarshal([]byte(js.String()), &tl); err != nil {
+			t.Fatalf("trace --json: %v: %s", err, js.String())
+		}
+		have := map[string]bool{}
+		for _, st := range tl.Steps {
+			have[st.Service+"/"+st.Step] = true
+		}
+		missing = missing[:0]
+		for _, w := range want {
+			if !have[w] {
+				missing = append(missing, w)
 			}
 		}
-		return m
-	}
-	var out strings.Builder
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		out.Reset()
-		if err := run(context.Background(), []string{"trace", o.ID, "--url", sys.LBURL, "--api-key", "trace-key"}, noEnv, &out, io.Discard); err != nil {
-			t.Fatalf("trace: %v", err)
-		}
-		if len(missing(out.String())) == 0 || time.Now().After(deadline) {
+		if len(missing) == 0 || time.Now().After(deadline) {
 			break
 		}
-		time.Sleep(20 * time.Millisecond)
+	}
+	if len(missing) > 0 {
+		t.Fatalf("the order's timeline lacks %q after 10s", missing)
+	}
+	var out strings.Builder
+	if err := run(context.Background(), []string{"trace", o.ID, "--url", sys.LBURL, "--api-key", "trace-key"}, noEnv, &out, io.Discard); err != nil {
+		t.Fatalf("trace: %v", err)
 	}
 	text := out.String()
 	if !strings.HasPrefix(text, "order "+o.ID+"  CONFIRMED\n") {
 		t.Errorf("trace output starts %q, want the order and CONFIRMED", text)
 	}
-	if m := missing(text); len(m) > 0 {
-		t.Errorf("trace output lacks the steps %q after 10s:\n%s", m, text)
+	// Each step on a line of its own, with its service.
+	for _, w := range want {
+		service, step, _ := strings.Cut(w, "/")
+		if !regexp.MustCompile(`(?m)^\s+\S+\s+\+\S+\s+` + service + `\s+` + step + `\s`).MatchString(text) {
+			t.Errorf("trace output has no line for %s's step %q:\n%s", service, step, text)
+		}
 	}
 
 	// Flags first, the key from the environment, and JSON.
@@ -116,6 +134,10 @@ func TestTraceCommand(t *testing.T) {
 	var u usageError
 	if !errors.As(err, &u) {
 		t.Errorf("trace without an order id: %v, want a usage error", err)
+	}
+	err = run(context.Background(), []string{"trace", o.ID, "--url", sys.LBURL, o.ID}, noEnv, io.Discard, io.Discard)
+	if !errors.As(err, &u) || !strings.Contains(err.Error(), "one order id") {
+		t.Errorf("trace with two order ids: %v, want a usage error", err)
 	}
 	err = run(context.Background(), []string{"trace", o.ID, "--url", sys.LBURL, "--api-key", "wrong"}, noEnv, io.Discard, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "401") {
