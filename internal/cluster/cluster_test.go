@@ -410,9 +410,10 @@ func TestCluster(t *testing.T) {
 		}
 		// An instance counts an order final just after its commit, which
 		// the other instance may see first: a moment to settle.
-		for until := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		e.wait()
+		for ; ; time.Sleep(50 * time.Millisecond) {
 			scrape(false)
-			if (placed == final && placed == orders) || time.Now().After(until) {
+			if (placed == final && placed == orders) || time.Now().After(e.deadline) {
 				break
 			}
 		}

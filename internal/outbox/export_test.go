@@ -9,7 +9,8 @@ import (
 // before publishing it.
 func SetBeforePublish(r *Relay, f func(n int)) { r.beforePublish = f }
 
-// SetAfterRound makes r call f after each round of Run.
+// SetAfterRound makes r call f after each round of Run in which it held
+// the lease. Call it before Run.
 func SetAfterRound(r *Relay, f func()) { r.afterRound = f }
 
 // Round is one round of r's loop: hold the lease, then publish one batch

@@ -39,47 +39,68 @@ func newRelay(t testing.TB, db *store.DB, c *broker.Conn, cfg outbox.RelayConfig
 func publishes(t testing.TB, c *broker.Conn) func() map[string]int {
 	t.Helper()
 	var (
-		mu   sync.Mutex
-		seen = map[string]int{}
+		mu      sync.Mutex
+		seen    = map[string]int{}
+		counted int // callbacks that have counted their message
+		subs    []*nats.Subscription
 	)
 	nc := c.JetStream().Conn()
 	for _, subj := range []string{events.OrdersSubjects, events.InventorySubjects} {
 		sub, err := nc.Subscribe(subj, func(m *nats.Msg) {
 			mu.Lock()
 			seen[m.Header.Get(jetstream.MsgIDHeader)]++
+			counted++
 			mu.Unlock()
 		})
 		if err != nil {
 			t.Fatalf("subscribe %s: %v", subj, err)
 		}
+		subs = append(subs, sub)
 		t.Cleanup(func() { _ = sub.Unsubscribe() })
 	}
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
+	// The snapshot counts every message the server sent before a flush:
+	// once the flush's answer is back they have all arrived, and each
+	// delivered to its callback has been counted.
 	return func() map[string]int {
-		mu.Lock()
-		defer mu.Unlock()
-		return maps.Clone(seen)
+		t.Helper()
+		if err := nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		for until := time.Now().Add(waitTimeout); ; time.Sleep(5 * time.Millisecond) {
+			delivered, queued := 0, 0
+			for _, sub := range subs {
+				d, err := sub.Delivered()
+				if err != nil {
+					t.Fatal(err)
+				}
+				q, _, err := sub.Pending()
+				if err != nil {
+					t.Fatal(err)
+				}
+				delivered, queued = delivered+int(d), queued+q
+			}
+			mu.Lock()
+			n := counted
+			snapshot := maps.Clone(seen)
+			mu.Unlock()
+			drained := queued == 0 && n == delivered
+			if drained {
+				return snapshot
+			}
+			if time.Now().After(until) {
+				t.Fatalf("the test's subscriptions did not drain: %d messages queued, %d delivered, %d counted", queued, delivered, n)
+			}
+		}
 	}
 }
 
 // publishedOnce fails unless every event of want went out exactly once.
 func publishedOnce(t testing.TB, seen func() map[string]int, want []events.Envelope) {
 	t.Helper()
-	// The subscription's callbacks run after the publishes' acks: wait
-	// until each event has been seen, then count.
-	var got map[string]int
-	for until := time.Now().Add(waitTimeout); ; time.Sleep(10 * time.Millisecond) {
-		got = seen()
-		all := true
-		for _, e := range want {
-			all = all && got[e.ID] > 0
-		}
-		if all || time.Now().After(until) {
-			break
-		}
-	}
+	got := seen()
 	for _, e := range want {
 		if got[e.ID] != 1 {
 			t.Errorf("event %s was published %d times, want once", e.ID, got[e.ID])

@@ -80,7 +80,8 @@ type Relay struct {
 	// beforePublish, when set (by tests), runs between reading a batch of n
 	// rows and publishing it, to count batches or stall a relay mid-batch.
 	beforePublish func(n int)
-	// afterRound, when set (by tests), runs after each round of Run.
+	// afterRound, when set (by tests, before Run), runs after each round
+	// of Run in which the relay held the lease.
 	afterRound func()
 }
 

@@ -44,14 +44,15 @@ func Binary(t testing.TB) string {
 }
 
 // Env is what the environment of a process started from Binary should add:
-// with -race, GORACE with atexit_sleep_ms=0 after any options already set.
-// The race runtime otherwise sleeps a second at every exit, and a cluster
-// stops in two tiers (the brokers last): two seconds of every test.
+// with -race, GORACE with atexit_sleep_ms=0 before any options already set
+// (a later one wins, so a GORACE of the caller's own still can). The race
+// runtime otherwise sleeps a second at every exit, and a cluster stops in
+// two tiers (the brokers last): two seconds of every test.
 func Env() []string {
 	if !race {
 		return nil
 	}
-	return []string{"GORACE=" + strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0")}
+	return []string{"GORACE=" + strings.TrimSpace("atexit_sleep_ms=0 "+os.Getenv("GORACE"))}
 }
 
 // Cleanup removes the binary Binary built, if any.
