@@ -13,28 +13,38 @@ import (
 // unmatched is the route of a request no route took (a 404, a 405).
 const unmatched = "unmatched"
 
-// HTTP times the requests a role serves, by route, method and status.
+// HTTP times the requests a role serves, by route, method and status, and
+// counts those being served.
 type HTTP struct {
 	duration *prometheus.HistogramVec
+	inFlight prometheus.Gauge
 }
 
 // NewHTTP registers the HTTP figures in reg.
 func NewHTTP(reg prometheus.Registerer) *HTTP {
-	m := &HTTP{duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name: "converge_http_request_duration_seconds",
-		Help: "Time to serve an HTTP request, body included, by route (the pattern, not the path), method and status. Its _count is the number of requests.",
-		// Up to 30 s: a GET ?wait= may be held that long.
-		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
-	}, []string{"route", "method", "status"})}
-	reg.MustRegister(m.duration)
+	m := &HTTP{
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "converge_http_request_duration_seconds",
+			Help: "Time to serve an HTTP request, body included, by route (the pattern, not the path), method and status. Its _count is the number of requests.",
+			// Up to 30 s: a GET ?wait= may be held that long.
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}, []string{"route", "method", "status"}),
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "converge_http_requests_in_flight",
+			Help: "HTTP requests being served now: the long polls held (GET ?wait=, Prefer: wait) and this scrape included.",
+		}),
+	}
+	reg.MustRegister(m.duration, m.inFlight)
 	return m
 }
 
-// Wrap times every request next serves. The route is the pattern a
-// web.Handler further in matched (see web.TrackRoute), "unmatched" when
-// none did.
+// Wrap times every request next serves, and counts it while it is served.
+// The route is the pattern a web.Handler further in matched (see
+// web.TrackRoute), "unmatched" when none did.
 func (m *HTTP) Wrap(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		m.inFlight.Inc()
+		defer m.inFlight.Dec()
 		start := time.Now()
 		r, route := web.TrackRoute(r)
 		sw := &statusWriter{ResponseWriter: w}

@@ -82,6 +82,40 @@ func TestHTTPLabelsAreBounded(t *testing.T) {
 	}
 }
 
+// A request is counted in flight while it is served, a held one too, and
+// no longer once answered.
+func TestRequestsInFlight(t *testing.T) {
+	reg := metrics.New("test")
+	held, release := make(chan struct{}), make(chan struct{})
+	url := serve(t, reg, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(held)
+		<-release
+	}))
+	const name = "converge_http_requests_in_flight"
+	if got := metricstest.Scrape(t, url+"/metrics").Sum(name); got != 1 {
+		t.Errorf("%s = %v with nothing held, want 1 (the scrape)", name, got)
+	}
+	answered := make(chan error, 1)
+	go func() {
+		resp, err := http.Get(url + "/wait")
+		if err == nil {
+			resp.Body.Close()
+		}
+		answered <- err
+	}()
+	<-held
+	if got := metricstest.Scrape(t, url+"/metrics").Sum(name); got != 2 {
+		t.Errorf("%s = %v with a request held, want 2 (it and the scrape)", name, got)
+	}
+	close(release)
+	if err := <-answered; err != nil {
+		t.Fatal(err)
+	}
+	if got := metricstest.Scrape(t, url+"/metrics").Sum(name); got != 1 {
+		t.Errorf("%s = %v once answered, want 1 (the scrape)", name, got)
+	}
+}
+
 // A figure that cannot be read is left out of the scrape; the others are
 // still served.
 func TestFailingCollectorLeavesTheRest(t *testing.T) {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/convergehq/converge/internal/broker"
 	"github.com/convergehq/converge/internal/events"
+	"github.com/convergehq/converge/internal/metrics/metricstest"
 )
 
 func TestOrderLifecycle(t *testing.T) {
@@ -687,7 +688,12 @@ func TestShutdownReleasesLongPolls(t *testing.T) {
 		r, _ := c.try("GET", "/api/v1/orders/"+o.ID+"?wait=30s", nil)
 		got <- r
 	}()
-	time.Sleep(time.Second) // let the request reach the service
+	// Until the long poll is held by an order service (each instance
+	// counts the scrape of itself too).
+	orders := metricsURLs(sys.Instances("order"))
+	eventually(t, 10*time.Second, "the long poll to reach the order service", func() bool {
+		return metricstest.ScrapeAll(t, orders...).Sum("converge_http_requests_in_flight") > float64(len(orders))
+	})
 	began := time.Now()
 	stop(t, sys)
 	if d := time.Since(began); d > 10*time.Second {
