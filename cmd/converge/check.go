@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"time"
 
 	"github.com/convergehq/converge/internal/check"
 	"github.com/convergehq/converge/internal/store"
@@ -47,35 +46,19 @@ func runCheck(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	defer inventory.Close()
 
-	deadline := time.Now().Add(*wait)
-	for {
-		results, err := check.Run(ctx, orders, inventory)
-		if err != nil {
-			return err
-		}
-		failed := 0
-		for _, r := range results {
-			if !r.OK {
-				failed++
-			}
-		}
-		if failed == 0 || !time.Now().Before(deadline) {
-			for _, r := range results {
-				verdict := "OK  "
-				if !r.OK {
-					verdict = "FAIL"
-				}
-				fmt.Fprintf(stdout, "%s %s (%s)\n", verdict, r.Name, r.Detail)
-			}
-			if failed > 0 {
-				return errors.New("check: " + fmt.Sprint(failed) + " invariant(s) failed")
-			}
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(250 * time.Millisecond):
-		}
+	results, err := check.Settle(ctx, orders, inventory, *wait)
+	if err != nil {
+		return err
 	}
+	for _, r := range results {
+		verdict := "OK  "
+		if !r.OK {
+			verdict = "FAIL"
+		}
+		fmt.Fprintf(stdout, "%s %s (%s)\n", verdict, r.Name, r.Detail)
+	}
+	if failed := len(check.Failed(results)); failed > 0 {
+		return errors.New("check: " + fmt.Sprint(failed) + " invariant(s) failed")
+	}
+	return nil
 }

@@ -340,30 +340,18 @@ func checkSettles(ctx context.Context, orderURL, inventoryURL string, d time.Dur
 		return err
 	}
 	defer func() { err = errors.Join(err, inventory.Close()) }()
-	deadline := time.Now().Add(d)
-	for {
-		results, err := check.Run(ctx, orders, inventory)
-		if err != nil {
-			return err
-		}
-		var failed []string
-		for _, r := range results {
-			if !r.OK {
-				failed = append(failed, r.Name+" ("+r.Detail+")")
-			}
-		}
-		if len(failed) == 0 {
-			return nil
-		}
-		if !time.Now().Before(deadline) {
-			return fmt.Errorf("converge check: %d invariant(s) still failed %s after the load: %s", len(failed), d, strings.Join(failed, "; "))
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(250 * time.Millisecond):
-		}
+	results, err := check.Settle(ctx, orders, inventory, d)
+	if err != nil {
+		return err
 	}
+	var failed []string
+	for _, r := range check.Failed(results) {
+		failed = append(failed, r.Name+" ("+r.Detail+")")
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("converge check: %d invariant(s) still failed %s after the load: %s", len(failed), d, strings.Join(failed, "; "))
+	}
+	return nil
 }
 
 // drive runs the load lc against url with the API key key and measures the

@@ -11,6 +11,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/convergehq/converge/internal/store"
 )
@@ -20,6 +21,39 @@ type Result struct {
 	Name   string
 	OK     bool
 	Detail string
+}
+
+// Failed returns the results whose invariant does not hold.
+func Failed(results []Result) []Result {
+	var failed []Result
+	for _, r := range results {
+		if !r.OK {
+			failed = append(failed, r)
+		}
+	}
+	return failed
+}
+
+// settleEvery is how often Settle checks again.
+const settleEvery = 250 * time.Millisecond
+
+// Settle runs Run until every invariant holds or d has passed, and returns
+// the last results. A running system holds them only once it has settled:
+// the events of its last orders applied, its relays' marks made. With d 0
+// it checks once.
+func Settle(ctx context.Context, orders, inventory *store.DB, d time.Duration) ([]Result, error) {
+	deadline := time.Now().Add(d)
+	for {
+		results, err := Run(ctx, orders, inventory)
+		if err != nil || len(Failed(results)) == 0 || !time.Now().Before(deadline) {
+			return results, err
+		}
+		select {
+		case <-ctx.Done():
+			return results, ctx.Err()
+		case <-time.After(settleEvery):
+		}
+	}
 }
 
 // Run checks every invariant once. Each database is read in one read

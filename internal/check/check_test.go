@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/convergehq/converge/internal/check"
 	"github.com/convergehq/converge/internal/inventory/inventorysql"
@@ -104,5 +105,39 @@ func TestCheck(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// Settle checks again until the invariants hold: here an event its relay
+// marks published a moment later. With no time, it checks once.
+func TestSettle(t *testing.T) {
+	orders, inventory := dbs(t)
+	consistent(t, orders, inventory)
+	exec(t, orders, `UPDATE outbox SET published_at = NULL WHERE event_id = 'e1'`)
+	ctx := context.Background()
+
+	results, err := check.Settle(ctx, orders, inventory, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(check.Failed(results)) == 0 {
+		t.Fatal("Settle with no time: every invariant holds with an event unpublished")
+	}
+
+	marked := make(chan struct{})
+	go func() {
+		defer close(marked)
+		time.Sleep(300 * time.Millisecond) // the relay's mark, later
+		if _, err := orders.ExecContext(ctx, `UPDATE outbox SET published_at = 2 WHERE event_id = 'e1'`); err != nil {
+			t.Error(err)
+		}
+	}()
+	results, err = check.Settle(ctx, orders, inventory, 10*time.Second)
+	<-marked
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range check.Failed(results) {
+		t.Errorf("after the mark: %s failed: %s", r.Name, r.Detail)
 	}
 }

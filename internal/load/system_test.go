@@ -196,22 +196,11 @@ func checkInvariants(t *testing.T, dir string, wait time.Duration) {
 	defer inv.Close()
 	// An order is final for the client before the last events of a cancel
 	// (inventory's release, and its reply applied) have gone through.
-	var results []check.Result
-	for until := time.Now().Add(wait); ; time.Sleep(50 * time.Millisecond) {
-		if results, err = check.Run(ctx, orders, inv); err != nil {
-			t.Fatal(err)
-		}
-		ok := true
-		for _, r := range results {
-			ok = ok && r.OK
-		}
-		if ok || time.Now().After(until) {
-			break
-		}
+	results, err := check.Settle(ctx, orders, inv, wait)
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, r := range results {
-		if !r.OK {
-			t.Errorf("invariant failed (checked for %s): %s: %s", wait, r.Name, r.Detail)
-		}
+	for _, r := range check.Failed(results) {
+		t.Errorf("invariant failed (checked for %s): %s: %s", wait, r.Name, r.Detail)
 	}
 }

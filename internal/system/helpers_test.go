@@ -251,26 +251,18 @@ func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
 func checkInvariants(t testing.TB, d deployment) {
 	t.Helper()
 	ctx := context.Background()
-	var results []check.Result
-	until := waitEnd(t, 30*time.Second)
-	for {
-		results = runCheck(t, ctx, d)
-		ok := true
-		for _, r := range results {
-			ok = ok && r.OK
-		}
-		if ok {
-			return
-		}
-		if time.Now().After(until) {
-			break
-		}
-		time.Sleep(200 * time.Millisecond)
+	orders, inv, err := d.Databases(ctx)
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, r := range results {
-		if !r.OK {
-			t.Errorf("invariant failed: %s: %s", r.Name, r.Detail)
-		}
+	defer orders.Close()
+	defer inv.Close()
+	results, err := check.Settle(ctx, orders, inv, time.Until(waitEnd(t, 30*time.Second)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range check.Failed(results) {
+		t.Errorf("invariant failed: %s: %s", r.Name, r.Detail)
 	}
 }
 
