@@ -69,7 +69,8 @@ func publishes(t testing.TB, c *broker.Conn) func() map[string]int {
 		if err := nc.Flush(); err != nil {
 			t.Fatal(err)
 		}
-		for until := time.Now().Add(waitTimeout); ; time.Sleep(5 * time.Millisecond) {
+		var snapshot map[string]int
+		waitFor(t, "the test's subscriptions to count every message they were sent", waitTimeout, func() bool {
 			delivered, queued := 0, 0
 			for _, sub := range subs {
 				d, err := sub.Delivered()
@@ -83,17 +84,11 @@ func publishes(t testing.TB, c *broker.Conn) func() map[string]int {
 				delivered, queued = delivered+int(d), queued+q
 			}
 			mu.Lock()
-			n := counted
-			snapshot := maps.Clone(seen)
-			mu.Unlock()
-			drained := queued == 0 && n == delivered
-			if drained {
-				return snapshot
-			}
-			if time.Now().After(until) {
-				t.Fatalf("the test's subscriptions did not drain: %d messages queued, %d delivered, %d counted", queued, delivered, n)
-			}
-		}
+			defer mu.Unlock()
+			snapshot = maps.Clone(seen)
+			return queued == 0 && counted == delivered
+		})
+		return snapshot
 	}
 }
 

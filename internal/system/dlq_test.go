@@ -255,10 +255,8 @@ func TestReplayAfterLongOutage(t *testing.T) {
 	}
 	// Inventory's cache entry goes just after its commit, which the reply
 	// may overtake: a moment to settle.
-	s := c.stock("A-1")
-	for until := waitEnd(t, 5*time.Second); s.Reserved != 3 && time.Now().Before(until); s = c.stock("A-1") {
-		time.Sleep(50 * time.Millisecond)
-	}
+	var s stockView
+	settle(t, 5*time.Second, func() bool { s = c.stock("A-1"); return s.Reserved == 3 })
 	if s.Reserved != 3 {
 		t.Errorf("reserved %d after the replay, want 3", s.Reserved)
 	}

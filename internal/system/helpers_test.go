@@ -234,15 +234,24 @@ func (c *client) finals(ids ...string) []orderView {
 // test's shared deadline.
 func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	until := waitEnd(t, d)
 	began := time.Now()
+	if !settle(t, d, cond) {
+		t.Fatalf("timed out after %s waiting for %s (own limit %s, the test's %s of waiting in all)",
+			time.Since(began).Round(time.Millisecond), what, d, waitBudget)
+	}
+}
+
+// settle polls cond as eventually does, but only reports whether it came
+// to hold: the caller's own checks then say what did not.
+func settle(t testing.TB, d time.Duration, cond func() bool) bool {
+	until := waitEnd(t, d)
 	for !cond() {
 		if time.Now().After(until) {
-			t.Fatalf("timed out after %s waiting for %s (own limit %s, the test's %s of waiting in all)",
-				time.Since(began).Round(time.Millisecond), what, d, waitBudget)
+			return false
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	return true
 }
 
 // checkInvariants runs the invariant checker over the system's databases,

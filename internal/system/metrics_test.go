@@ -60,11 +60,10 @@ func TestMetricsMoveUnderLoad(t *testing.T) {
 	// consumers' acks from a queue; another instance may see an order
 	// final before the committing one has counted it. Wait for them, then
 	// let the checks below say what did not settle.
+	ordURLs, invURLs := metricsURLs(sys.Instances("order")), metricsURLs(sys.Instances("inventory"))
 	settled := func() bool {
-		ordAll := metricstest.ScrapeAll(t, metricsURLs(sys.Instances("order"))...)
-		invAll := metricstest.ScrapeAll(t, metricsURLs(sys.Instances("inventory"))...)
-		inv1 := metricstest.Scrape(t, metricsURLs(sys.Instances("inventory"))[0])
-		ord1 := metricstest.Scrape(t, metricsURLs(sys.Instances("order"))[0])
+		ordAll, invAll := metricstest.ScrapeAll(t, ordURLs...), metricstest.ScrapeAll(t, invURLs...)
+		ord1, inv1 := metricstest.Scrape(t, ordURLs[0]), metricstest.Scrape(t, invURLs[0])
 		return ordAll.Sum("converge_relay_published_events_total") == n &&
 			invAll.Sum("converge_relay_published_events_total") == n &&
 			ordAll.Sum("converge_order_final_seconds_count") == n &&
@@ -72,9 +71,7 @@ func TestMetricsMoveUnderLoad(t *testing.T) {
 			inv1.Sum("converge_outbox_backlog_events") == 0 &&
 			inv1.Sum("converge_consumer_ack_pending_messages", "consumer", "inventory") == 0
 	}
-	for until := waitEnd(t, 10*time.Second); !settled() && time.Now().Before(until); {
-		time.Sleep(50 * time.Millisecond)
-	}
+	settle(t, 10*time.Second, settled)
 
 	lb := metricstest.Scrape(t, sys.URL()+"/metrics")
 	if got := lb.Sum(httpCount, "route", "proxy", "method", "POST", "status", "202"); got != n {
@@ -97,9 +94,8 @@ func TestMetricsMoveUnderLoad(t *testing.T) {
 
 	// Counters add up over the instances; gauges of the shared database
 	// and of the broker are the same on every instance, so one is read.
-	orders := metricsURLs(sys.Instances("order"))
-	ord := metricstest.ScrapeAll(t, orders...)
-	ord1 := metricstest.Scrape(t, orders[0])
+	ord := metricstest.ScrapeAll(t, ordURLs...)
+	ord1 := metricstest.Scrape(t, ordURLs[0])
 	for _, w := range []struct {
 		name  string
 		match []string
@@ -143,7 +139,6 @@ func TestMetricsMoveUnderLoad(t *testing.T) {
 		t.Errorf("order service: %d series of the consumer's pending messages, want 1", got)
 	}
 
-	invURLs := metricsURLs(sys.Instances("inventory"))
 	inv := metricstest.Scrape(t, invURLs[0])
 	// Inventory's consumer took the 30 orders and the poison, and has
 	// acknowledged them all; its replies went out through its relay.

@@ -85,12 +85,8 @@ func TestTimeline(t *testing.T) {
 		slices.Sort(want)
 		// The last steps (a reply applied, a release) follow the final
 		// status by a moment.
-		until := waitEnd(t, 10*time.Second)
-		tl := c.timeline(tc.id)
-		for !slices.Equal(stepNames(tl), want) && time.Now().Before(until) {
-			time.Sleep(50 * time.Millisecond)
-			tl = c.timeline(tc.id)
-		}
+		var tl timelineView
+		settle(t, 10*time.Second, func() bool { tl = c.timeline(tc.id); return slices.Equal(stepNames(tl), want) })
 		if got := stepNames(tl); !slices.Equal(got, want) {
 			t.Errorf("timeline of %s order %s:\n got %v\nwant %v", tc.status, tc.id, got, want)
 			continue
