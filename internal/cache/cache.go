@@ -17,18 +17,33 @@ import (
 // from Get, loads from the database on a miss, and hands the token back to
 // Fill; an Invalidate of the key in between, from this process or another
 // one sharing the cache, makes the Fill a no-op. That is what keeps a slow
-// reader from storing a row older than the database's.
+// reader from storing a row older than the database's. A writer that
+// creates keys takes their tokens from Tokens before its commit and fills
+// them after it, under the same guard.
 type Cache interface {
 	// Get returns the value under key, if any, and a token for the key's
 	// current version.
 	Get(ctx context.Context, key string) (val []byte, found bool, token uint64, err error)
-	// Fill stores val under key for ttl, but only if key has not been
-	// invalidated since the Get that returned token. A refused fill is not
-	// an error.
-	Fill(ctx context.Context, key string, val []byte, token uint64, ttl time.Duration) error
+	// Tokens returns a token for the current version of each key, as Get
+	// would, without reading the values.
+	Tokens(ctx context.Context, keys ...string) ([]uint64, error)
+	// Fill stores each entry's value under its key for ttl, but only if
+	// the key has not been invalidated since the Get or Tokens that
+	// returned the entry's token. A refused entry is not an error.
+	Fill(ctx context.Context, ttl time.Duration, entries ...Entry) error
 	// Invalidate deletes keys and bumps their versions, so that fills of
 	// them begun before are refused. A missing key is no error.
 	Invalidate(ctx context.Context, keys ...string) error
+}
+
+// Entry is one value to Fill: Val under Key, guarded by Token, from the
+// Get or Tokens taken before the value was read or committed. It is an
+// alias of a plain struct type so that package rediscache, which this
+// package imports, can declare the same type and satisfy Cache.
+type Entry = struct {
+	Key   string
+	Val   []byte
+	Token uint64
 }
 
 // versionStripes is how many version counters a Memory keeps. Keys share
@@ -87,18 +102,31 @@ func (c *Memory) Get(_ context.Context, key string) ([]byte, bool, uint64, error
 	return e.val, true, token, nil
 }
 
-// Fill stores val under key for ttl unless key was invalidated since the Get
-// that returned token.
-func (c *Memory) Fill(_ context.Context, key string, val []byte, token uint64, ttl time.Duration) error {
+// Tokens returns the version token of each key.
+func (c *Memory) Tokens(_ context.Context, keys ...string) ([]uint64, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.versions[c.stripe(key)] != token {
-		return nil
+	tokens := make([]uint64, len(keys))
+	for i, k := range keys {
+		tokens[i] = c.versions[c.stripe(k)]
 	}
-	if _, ok := c.entries[key]; !ok && len(c.entries) >= c.max {
-		c.evict()
+	return tokens, nil
+}
+
+// Fill stores each entry for ttl unless its key was invalidated since the
+// Get or Tokens that returned its token.
+func (c *Memory) Fill(_ context.Context, ttl time.Duration, entries ...Entry) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, e := range entries {
+		if c.versions[c.stripe(e.Key)] != e.Token {
+			continue
+		}
+		if _, ok := c.entries[e.Key]; !ok && len(c.entries) >= c.max {
+			c.evict()
+		}
+		c.entries[e.Key] = entry{val: e.Val, expires: c.now().Add(ttl)}
 	}
-	c.entries[key] = entry{val: val, expires: c.now().Add(ttl)}
 	return nil
 }
 

@@ -24,7 +24,7 @@ func TestMemoryBoundAndClock(t *testing.T) {
 	fill := func(key, val string, ttl time.Duration) {
 		t.Helper()
 		_, _, tok := get(key)
-		if err := c.Fill(ctx, key, []byte(val), tok, ttl); err != nil {
+		if err := c.Fill(ctx, ttl, Entry{Key: key, Val: []byte(val), Token: tok}); err != nil {
 			t.Fatalf("Fill(%s): %v", key, err)
 		}
 	}

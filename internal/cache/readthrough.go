@@ -53,10 +53,50 @@ func (r *ReadThrough[V]) Get(ctx context.Context, key string, load func(context.
 		r.log.WarnContext(ctx, "cache encode failed", "key", key, "err", err)
 		return v, nil
 	}
-	if err := r.cache.Fill(ctx, key, b, token, r.ttl); err != nil {
+	if err := r.cache.Fill(ctx, r.ttl, Entry{Key: key, Val: b, Token: token}); err != nil {
 		r.log.WarnContext(ctx, "cache fill failed", "key", key, "err", err)
 	}
 	return v, nil
+}
+
+// Tokens returns the version tokens of keys that a transaction is about to
+// create, for Prime after its commit; call it before the commit. If the
+// cache cannot give them, it logs why and returns nil: Prime then stores
+// nothing, and the caller invalidates the keys as after any commit.
+func (r *ReadThrough[V]) Tokens(ctx context.Context, keys []string) []uint64 {
+	if len(keys) == 0 {
+		return nil
+	}
+	tokens, err := r.cache.Tokens(ctx, keys...)
+	if err != nil {
+		r.log.WarnContext(ctx, "cache tokens failed; the new entries are left to the first read", "keys", keys, "err", err)
+		return nil
+	}
+	return tokens
+}
+
+// Prime stores vals, the values a commit created under keys, guarded by the
+// tokens Tokens returned before that commit: a key invalidated since, by a
+// later commit in any process sharing the cache, is left alone. So the
+// first read of a value just created is a hit, and never a stale one.
+func (r *ReadThrough[V]) Prime(ctx context.Context, keys []string, tokens []uint64, vals []V) {
+	if len(keys) == 0 || len(tokens) != len(keys) || len(vals) != len(keys) {
+		return
+	}
+	entries := make([]Entry, 0, len(keys))
+	for i, v := range vals {
+		b, err := json.Marshal(v)
+		if err != nil {
+			r.log.WarnContext(ctx, "cache encode failed", "key", keys[i], "err", err)
+			continue
+		}
+		entries = append(entries, Entry{Key: keys[i], Val: b, Token: tokens[i]})
+	}
+	// The commit is done: a cancelled request need not cost the next
+	// reader a miss.
+	if err := r.cache.Fill(context.WithoutCancel(ctx), r.ttl, entries...); err != nil {
+		r.log.WarnContext(ctx, "cache fill failed; the new entries are left to the first read", "keys", keys, "err", err)
+	}
 }
 
 // Invalidate drops keys and refuses fills of them begun before; call it

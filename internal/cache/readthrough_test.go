@@ -11,7 +11,7 @@ import (
 )
 
 // broken is a cache whose every call fails, counting the calls.
-type broken struct{ gets, fills, invalidates int }
+type broken struct{ gets, tokens, fills, invalidates int }
 
 var errDown = errors.New("cache down")
 
@@ -20,7 +20,12 @@ func (b *broken) Get(context.Context, string) ([]byte, bool, uint64, error) {
 	return nil, false, 0, errDown
 }
 
-func (b *broken) Fill(context.Context, string, []byte, uint64, time.Duration) error {
+func (b *broken) Tokens(context.Context, ...string) ([]uint64, error) {
+	b.tokens++
+	return nil, errDown
+}
+
+func (b *broken) Fill(context.Context, time.Duration, ...cache.Entry) error {
 	b.fills++
 	return errDown
 }
@@ -31,7 +36,8 @@ func (b *broken) Invalidate(context.Context, ...string) error {
 }
 
 // A failing cache is logged and the database answers. Without a token
-// from Get there is nothing safe to fill with, so no fill is tried.
+// from Get or Tokens there is nothing safe to fill with, so no fill is
+// tried.
 func TestReadThroughSurvivesAFailingCache(t *testing.T) {
 	ctx := context.Background()
 	b := &broken{}
@@ -42,6 +48,13 @@ func TestReadThroughSurvivesAFailingCache(t *testing.T) {
 	}
 	if b.gets != 1 || b.fills != 0 {
 		t.Errorf("cache calls: %d gets, %d fills; want 1 get, no fill", b.gets, b.fills)
+	}
+	if tokens := rt.Tokens(ctx, []string{"new"}); tokens != nil {
+		t.Errorf("Tokens = %v from a failing cache, want nil", tokens)
+	}
+	rt.Prime(ctx, []string{"new"}, nil, []string{"v"})
+	if b.tokens != 1 || b.fills != 0 {
+		t.Errorf("cache calls: %d tokens, %d fills; want 1 tokens, no fill", b.tokens, b.fills)
 	}
 	rt.Invalidate(ctx, []string{"k"})
 	if b.invalidates != 1 {
@@ -61,7 +74,7 @@ func TestReadThroughSurvivesAFailingFill(t *testing.T) {
 
 type failFill struct{ *cache.Memory }
 
-func (failFill) Fill(context.Context, string, []byte, uint64, time.Duration) error { return errDown }
+func (failFill) Fill(context.Context, time.Duration, ...cache.Entry) error { return errDown }
 
 // A load error is returned and nothing is cached.
 func TestReadThroughDoesNotCacheALoadError(t *testing.T) {

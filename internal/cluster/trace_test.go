@@ -23,7 +23,7 @@ var clusterHops = []string{
 	"converge-gateway: gateway POST /api/v1/orders <- lb POST",
 	"converge-order: order POST /api/v1/orders <- gateway POST /api/v1/orders",
 	"converge-order: order DB A transaction <- order POST /api/v1/orders",
-	"converge-order: order cache A invalidate <- order POST /api/v1/orders",
+	"converge-order: order cache A write <- order POST /api/v1/orders",
 	"converge-order: order outbox relay <- order POST /api/v1/orders",
 	"converge-order: order broker publish orders.created <- order outbox relay",
 	"converge-inventory: inventory process orders.created <- order broker publish orders.created",
@@ -33,7 +33,7 @@ var clusterHops = []string{
 	"converge-inventory: inventory broker publish inventory.reserved <- inventory outbox relay",
 	"converge-order: order process inventory.reserved <- inventory broker publish inventory.reserved",
 	"converge-order: order DB A transaction <- order process inventory.reserved",
-	"converge-order: order cache A invalidate <- order process inventory.reserved",
+	"converge-order: order cache A write <- order process inventory.reserved",
 }
 
 // testTraces places orders as a client that traces itself and checks that

@@ -27,7 +27,7 @@ var confirmedHops = []hop{
 	{"gateway POST /api/v1/orders", "lb POST"},
 	{"order POST /api/v1/orders", "gateway POST /api/v1/orders"},
 	{"order DB A transaction", "order POST /api/v1/orders"},
-	{"order cache A invalidate", "order POST /api/v1/orders"},
+	{"order cache A write", "order POST /api/v1/orders"},
 	{"order outbox relay", "order POST /api/v1/orders"},
 	{"order broker publish orders.created", "order outbox relay"},
 	{"inventory process orders.created", "order broker publish orders.created"},
@@ -37,7 +37,7 @@ var confirmedHops = []hop{
 	{"inventory broker publish inventory.reserved", "inventory outbox relay"},
 	{"order process inventory.reserved", "inventory broker publish inventory.reserved"},
 	{"order DB A transaction", "order process inventory.reserved"},
-	{"order cache A invalidate", "order process inventory.reserved"},
+	{"order cache A write", "order process inventory.reserved"},
 }
 
 // TestOneTracePerOrder places orders through the load balancer of a system

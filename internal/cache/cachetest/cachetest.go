@@ -38,6 +38,8 @@ func Run(t *testing.T, open Open) {
 		{"FillRefusedAfterInvalidate", testFillRefusedAfterInvalidate},
 		{"InvalidationSeenByPeer", testInvalidationSeenByPeer},
 		{"SlowReaderInOtherProcess", testSlowReaderInOtherProcess},
+		{"TokensGuardFills", testTokensGuardFills},
+		{"NothingToDo", testNothingToDo},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open) })
@@ -55,7 +57,7 @@ func get(t testing.TB, c cache.Cache, key string) (val string, found bool, token
 
 func fill(t testing.TB, c cache.Cache, key, val string, token uint64, ttl time.Duration) {
 	t.Helper()
-	if err := c.Fill(context.Background(), key, []byte(val), token, ttl); err != nil {
+	if err := c.Fill(context.Background(), ttl, cache.Entry{Key: key, Val: []byte(val), Token: token}); err != nil {
 		t.Fatalf("Fill(%q): %v", key, err)
 	}
 }
@@ -145,6 +147,58 @@ func testFillRefusedAfterInvalidate(t *testing.T, open Open) {
 	invalidate(t, c, "k")
 	fill(t, c, "k", "stale", tok, time.Minute)
 	wantMissing(t, "refill with a token from before the invalidation", c, "k")
+}
+
+// A writer takes the tokens of the keys it is about to create, commits,
+// and fills them; another process's invalidation of one of them in between
+// (a later commit) refuses that entry alone.
+func testTokensGuardFills(t *testing.T, open Open) {
+	ctx := context.Background()
+	handle := open(t)
+	writer, other := handle(), handle()
+	keys := []string{"a", "b", "c"}
+	tokens, err := writer.Tokens(ctx, keys...)
+	if err != nil {
+		t.Fatalf("Tokens(%q): %v", keys, err)
+	}
+	if len(tokens) != len(keys) {
+		t.Fatalf("Tokens(%q) = %v, want %d tokens", keys, tokens, len(keys))
+	}
+	for i, k := range keys {
+		if _, _, tok := get(t, writer, k); tok != tokens[i] {
+			t.Errorf("Tokens gave %q %d, Get gives %d; want the same", k, tokens[i], tok)
+		}
+	}
+	invalidate(t, other, "b")
+	entries := make([]cache.Entry, len(keys))
+	for i, k := range keys {
+		entries[i] = cache.Entry{Key: k, Val: []byte("v-" + k), Token: tokens[i]}
+	}
+	if err := writer.Fill(ctx, time.Minute, entries...); err != nil {
+		t.Fatalf("Fill: %v", err)
+	}
+	wantValue(t, "filled with its token", other, "a", "v-a")
+	wantMissing(t, "invalidated after its token", writer, "b")
+	wantValue(t, "filled with its token", writer, "c", "v-c")
+
+	// Taking tokens leaves the values alone.
+	if _, err := writer.Tokens(ctx, "a"); err != nil {
+		t.Fatalf("Tokens(a): %v", err)
+	}
+	wantValue(t, "after Tokens", writer, "a", "v-a")
+}
+
+// No keys, no entries: no error, nothing changed.
+func testNothingToDo(t *testing.T, open Open) {
+	ctx := context.Background()
+	c := open(t)()
+	if tokens, err := c.Tokens(ctx); err != nil || len(tokens) != 0 {
+		t.Errorf("Tokens() = %v, %v; want none, no error", tokens, err)
+	}
+	if err := c.Fill(ctx, time.Minute); err != nil {
+		t.Errorf("Fill() = %v, want no error", err)
+	}
+	wantMissing(t, "after empty calls", c, "k")
 }
 
 func testInvalidationSeenByPeer(t *testing.T, open Open) {

@@ -12,9 +12,10 @@
 //
 // Invalidate bumps gen and writes the new number into ver:k of every key it
 // drops, so a version is never handed out twice. Get returns ver:k as the
-// token, first setting it to the current gen if it is missing. Fill stores
-// the value only if ver:k still holds the token. Each of the three is one
-// Lua script, so one atomic round trip.
+// token, first setting it to the current gen if it is missing; Tokens does
+// the same for many keys without reading their values. Fill stores a value
+// only if ver:k still holds its token. Each of the four is one Lua script,
+// so one atomic round trip, for one key or many.
 //
 // Why ver:k expires, and why VersionTTL must outlive any read: ver:k cannot
 // live forever, or Redis would hold a version for every key ever read. When
@@ -70,6 +71,7 @@ type Cache struct {
 	prefix     string
 	versionTTL time.Duration
 	get        *redis.Script
+	tokens     *redis.Script
 	fill       *redis.Script
 	invalidate *redis.Script
 }
@@ -100,14 +102,33 @@ end
 return {val, ver}
 `
 
-// fillScript: KEYS = val:k, ver:k; ARGV = token, value, TTL in ms.
-// Returns 1 if it stored the value, 0 if the version moved on.
-const fillScript = `
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then
-  return 0
+// tokensScript: KEYS = gen, ver:k1, ver:k2...; ARGV = version TTL in ms.
+// Returns the version of each key, setting a missing one as getScript does.
+const tokensScript = seedGen + `
+local out = {}
+for i = 2, #KEYS do
+  local ver = redis.call('GET', KEYS[i])
+  if not ver then
+    ver = gen(KEYS[1])
+    redis.call('SET', KEYS[i], ver, 'PX', ARGV[1])
+  end
+  out[#out + 1] = ver
 end
-redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-return 1
+return out
+`
+
+// fillScript: KEYS = val:k1, ver:k1, val:k2, ver:k2...; ARGV = TTL in ms,
+// token1, value1, token2, value2... Stores each value whose key's version
+// is still its token; returns how many it stored.
+const fillScript = `
+local n = 0
+for i = 1, #KEYS, 2 do
+  if redis.call('GET', KEYS[i + 1]) == ARGV[i + 1] then
+    redis.call('SET', KEYS[i], ARGV[i + 2], 'PX', ARGV[1])
+    n = n + 1
+  end
+end
+return n
 `
 
 // invalidateScript: KEYS = gen, then val:k, ver:k for each key;
@@ -169,6 +190,7 @@ func New(ctx context.Context, rawURL string, opts Options) (*Cache, error) {
 		prefix:     opts.Prefix,
 		versionTTL: opts.VersionTTL,
 		get:        redis.NewScript(getScript),
+		tokens:     redis.NewScript(tokensScript),
 		fill:       redis.NewScript(fillScript),
 		invalidate: redis.NewScript(invalidateScript),
 	}
@@ -269,16 +291,61 @@ func (c *Cache) Get(ctx context.Context, key string) ([]byte, bool, uint64, erro
 	}
 }
 
-// Fill stores val under key for ttl unless key was invalidated since the Get
-// that returned token. A ttl of zero or less stores nothing.
-func (c *Cache) Fill(ctx context.Context, key string, val []byte, token uint64, ttl time.Duration) error {
-	if ttl <= 0 {
+// Tokens returns the version token of each key, as Get would, without
+// reading the values: one round trip for all of them.
+func (c *Cache) Tokens(ctx context.Context, keys ...string) ([]uint64, error) {
+	if len(keys) == 0 {
+		return nil, nil
+	}
+	rkeys := make([]string, 0, 1+len(keys))
+	rkeys = append(rkeys, c.genKey())
+	for _, k := range keys {
+		rkeys = append(rkeys, c.verKey(k))
+	}
+	vers, err := c.tokens.Run(ctx, c.client, rkeys, millis(c.versionTTL)).StringSlice()
+	if err != nil {
+		return nil, fmt.Errorf("rediscache: tokens %q: %w", keys, err)
+	}
+	if len(vers) != len(keys) {
+		return nil, fmt.Errorf("rediscache: tokens %q: script returned %d versions, want %d", keys, len(vers), len(keys))
+	}
+	tokens := make([]uint64, len(keys))
+	for i, v := range vers {
+		if tokens[i], err = strconv.ParseUint(v, 10, 64); err != nil {
+			return nil, fmt.Errorf("rediscache: tokens %q: version: %w", keys[i], err)
+		}
+	}
+	return tokens, nil
+}
+
+// Entry is one value to Fill: Val under Key, guarded by Token. It is the
+// same type as cache.Entry (both are aliases of this struct type).
+type Entry = struct {
+	Key   string
+	Val   []byte
+	Token uint64
+}
+
+// Fill stores each entry's value for ttl unless its key was invalidated
+// since the Get or Tokens that returned its token: one round trip for all
+// of them. A ttl of zero or less stores nothing.
+func (c *Cache) Fill(ctx context.Context, ttl time.Duration, entries ...Entry) error {
+	if ttl <= 0 || len(entries) == 0 {
 		return nil
 	}
-	err := c.fill.Run(ctx, c.client, []string{c.valKey(key), c.verKey(key)},
-		strconv.FormatUint(token, 10), val, millis(ttl)).Err()
-	if err != nil {
-		return fmt.Errorf("rediscache: fill %q: %w", key, err)
+	rkeys := make([]string, 0, 2*len(entries))
+	args := make([]any, 0, 1+2*len(entries))
+	args = append(args, millis(ttl))
+	for _, e := range entries {
+		rkeys = append(rkeys, c.valKey(e.Key), c.verKey(e.Key))
+		args = append(args, strconv.FormatUint(e.Token, 10), e.Val)
+	}
+	if err := c.fill.Run(ctx, c.client, rkeys, args...).Err(); err != nil {
+		keys := make([]string, len(entries))
+		for i, e := range entries {
+			keys[i] = e.Key
+		}
+		return fmt.Errorf("rediscache: fill %q: %w", keys, err)
 	}
 	return nil
 }

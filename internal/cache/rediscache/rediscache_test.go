@@ -31,7 +31,7 @@ func TestExpiredVersionRefusesFill(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(2 * versionTTL) // the version written by Invalidate is gone
-	if err := c.Fill(ctx, "k", []byte("stale"), tok, time.Minute); err != nil {
+	if err := c.Fill(ctx, time.Minute, rediscache.Entry{Key: "k", Val: []byte("stale"), Token: tok}); err != nil {
 		t.Fatal(err)
 	}
 	// Another reader's Get re-creates the version; the old token must
@@ -39,7 +39,7 @@ func TestExpiredVersionRefusesFill(t *testing.T) {
 	if _, found, _, err := c.Get(ctx, "k"); err != nil || found {
 		t.Fatalf("Get after a fill on an expired version: found %v, %v; want a miss", found, err)
 	}
-	if err := c.Fill(ctx, "k", []byte("stale"), tok, time.Minute); err != nil {
+	if err := c.Fill(ctx, time.Minute, rediscache.Entry{Key: "k", Val: []byte("stale"), Token: tok}); err != nil {
 		t.Fatal(err)
 	}
 	if _, found, _, err := c.Get(ctx, "k"); err != nil || found {
@@ -61,7 +61,7 @@ func TestPurge(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := c.Fill(ctx, key, []byte("v"), tok, time.Minute); err != nil {
+		if err := c.Fill(ctx, time.Minute, rediscache.Entry{Key: key, Val: []byte("v"), Token: tok}); err != nil {
 			t.Fatal(err)
 		}
 	}

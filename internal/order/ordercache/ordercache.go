@@ -1,14 +1,17 @@
 // Package ordercache fronts an order.Store with cache A: reads of one order
-// are served from the cache, and every order a committed transaction touched
-// is invalidated right after the commit. A read fills the cache only if the
-// order was not invalidated while it read, by this process or by another
-// sharing the cache (the cache's versioned writes see to that); the TTL is
-// the safety net behind it, for an invalidation lost to a cache failure.
+// are served from the cache, every order a committed transaction changed is
+// invalidated right after the commit, and every order it created is stored.
+// A read fills the cache only if the order was not invalidated while it
+// read, by this process or by another sharing the cache (the cache's
+// versioned writes see to that), and a new order only if it was not
+// invalidated since just before its commit; the TTL is the safety net
+// behind it, for an invalidation lost to a cache failure.
 package ordercache
 
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -54,38 +57,58 @@ func (s *Store) Record(ctx context.Context, id string) (order.Record, error) {
 	return s.next.Record(ctx, id)
 }
 
-// Update runs fn and, after the commit, invalidates every order it wrote.
+// Update runs fn and, after the commit, invalidates every order it changed
+// and fills the cache with every order it created, so that the first read
+// of a new order (a client asking for its outcome right after the 202) is
+// a hit. The new orders' tokens are taken before the commit: a later
+// commit's invalidation, in this process or another, refuses the fill.
+//
+// A changed order is only invalidated, never stored so: a fill does not
+// bump the key's version, so a reader or another writer holding the same
+// token from before this commit could still store its older row after
+// it. A new order has no older row for anyone to bring back.
 func (s *Store) Update(ctx context.Context, fn func(order.Tx) error) error {
 	var (
-		touched []string
+		tt      trackingTx
+		tokens  []uint64
 		parents telemetry.Parents // the traces the transaction serves
 	)
 	start := time.Now()
 	err := s.next.Update(ctx, func(tx order.Tx) error {
-		touched, parents = touched[:0], parents[:0] // a retried transaction starts over
-		return fn(&trackingTx{Tx: tx, touched: &touched, parents: &parents})
+		// A retried transaction starts over.
+		tt = trackingTx{Tx: tx, changed: tt.changed[:0], created: tt.created[:0], parents: &parents}
+		parents, tokens = parents[:0], nil
+		if err := fn(&tt); err != nil {
+			return err
+		}
+		tokens = s.cache.Tokens(ctx, tt.createdKeys())
+		return nil
 	})
 	ended := time.Now()
 	if err == nil {
-		s.cache.Invalidate(ctx, touched)
+		keys, tokens, orders, stale := tt.fresh(tokens)
+		s.cache.Invalidate(ctx, stale)
+		s.cache.Prime(ctx, keys, tokens, orders)
 	}
 	if s.tracer != nil && len(parents) > 0 {
-		telemetry.Record(ctx, s.tracer, parents, "order DB A transaction", start, ended, err, attribute.Int("converge.orders", len(touched)))
+		telemetry.Record(ctx, s.tracer, parents, "order DB A transaction", start, ended, err, attribute.Int("converge.orders", len(tt.changed)+len(tt.created)))
 		if err == nil {
-			telemetry.Record(ctx, s.tracer, parents, "order cache A invalidate", ended, time.Now(), nil)
+			telemetry.Record(ctx, s.tracer, parents, "order cache A write", ended, time.Now(), nil)
 		}
 	}
 	return err
 }
 
 // Trace makes Update record, under the trace of each order it served, a
-// span for the transaction and one for the cache invalidation after it.
+// span for the transaction and one for the cache write after it.
 func (s *Store) Trace(tr trace.Tracer) { s.tracer = tr }
 
-// trackingTx records the ids of the orders a transaction writes.
+// trackingTx records the orders a transaction writes: the keys of those it
+// changed, and those it created as they were stored.
 type trackingTx struct {
 	order.Tx
-	touched *[]string
+	changed []string
+	created []order.Order
 	parents *telemetry.Parents
 }
 
@@ -96,12 +119,46 @@ func (t *trackingTx) Claim(ctx context.Context, e events.Envelope) (bool, error)
 
 func (t *trackingTx) Create(ctx context.Context, o order.Order, accepted time.Time, k, hash string) error {
 	t.parents.Add(ctx)
-	*t.touched = append(*t.touched, key(o.ID))
-	return t.Tx.Create(ctx, o, accepted, k, hash)
+	if err := t.Tx.Create(ctx, o, accepted, k, hash); err != nil {
+		return err
+	}
+	t.created = append(t.created, o)
+	return nil
 }
 
 func (t *trackingTx) SetStatus(ctx context.Context, id string, from, to order.Status, reason string, at time.Time) error {
 	t.parents.Add(ctx)
-	*t.touched = append(*t.touched, key(id))
+	t.changed = append(t.changed, key(id))
 	return t.Tx.SetStatus(ctx, id, from, to, reason, at)
+}
+
+func (t *trackingTx) createdKeys() []string {
+	keys := make([]string, len(t.created))
+	for i, o := range t.created {
+		keys[i] = key(o.ID)
+	}
+	return keys
+}
+
+// fresh splits what the committed transaction wrote, given the tokens
+// taken before its commit for every order it created, in order: the orders
+// to fill, with their keys and tokens, and the keys to invalidate. Those
+// are the changed orders, plus any created order that was changed too, or
+// every created order if there are no tokens.
+func (t *trackingTx) fresh(tokens []uint64) (keys []string, kept []uint64, orders []order.Order, stale []string) {
+	stale = t.changed
+	if len(t.created) == 0 {
+		return nil, nil, nil, stale
+	}
+	if len(tokens) != len(t.created) {
+		return nil, nil, nil, append(stale, t.createdKeys()...)
+	}
+	for i, o := range t.created {
+		k := key(o.ID)
+		if slices.Contains(t.changed, k) {
+			continue // invalidated with the changed ones
+		}
+		keys, kept, orders = append(keys, k), append(kept, tokens[i]), append(orders, o)
+	}
+	return keys, kept, orders, stale
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"reflect"
 	"testing"
 	"time"
 
@@ -26,8 +27,13 @@ type env struct {
 
 func newEnv(t testing.TB, ttl time.Duration) *env {
 	t.Helper()
+	return newEnvOn(t, store.SQLite, ttl)
+}
+
+func newEnvOn(t testing.TB, engine store.Engine, ttl time.Duration) *env {
+	t.Helper()
 	ctx := context.Background()
-	db := storetest.Open(t, "orders")
+	db := storetest.OpenURL(t, storetest.URL(t, engine, "orders"))
 	sq, err := ordersql.Open(ctx, db)
 	if err != nil {
 		t.Fatalf("ordersql.Open: %v", err)
@@ -105,6 +111,24 @@ func TestGetIsCachedUntilUpdateInvalidates(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.wantGet(t, "after Update", o.ID, order.Confirmed, "via-decorator")
+}
+
+// A created order is cached by its commit, as the database holds it: the
+// first read (a client asking for its outcome right after the 202) is a
+// hit.
+func TestCreateFillsTheCache(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, engine store.Engine) {
+		e := newEnvOn(t, engine, time.Minute)
+		o := e.create(t)
+		stored, err := e.sql.Get(context.Background(), o.ID)
+		if err != nil {
+			t.Fatalf("uncached Get: %v", err)
+		}
+		e.sneak(t, o.ID, "behind-the-cache")
+		if got := e.get(t, o.ID); !reflect.DeepEqual(got, stored) {
+			t.Errorf("first read after the create:\n got %+v\nwant %+v (as stored, from the cache)", got, stored)
+		}
+	})
 }
 
 func TestMissIsNotCached(t *testing.T) {

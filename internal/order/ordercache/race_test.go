@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/convergehq/converge/internal/cache"
 	"github.com/convergehq/converge/internal/cache/cachetest"
 	"github.com/convergehq/converge/internal/cache/rediscache/redistest"
@@ -99,6 +101,57 @@ func TestSlowReaderInAnotherProcessDoesNotCacheAStaleRow(t *testing.T) {
 			for name, st := range map[string]*ordercache.Store{"A": procA, "B": procB} {
 				if now, err := st.Get(ctx, o.ID); err != nil || now.Status != order.Confirmed {
 					t.Errorf("read in %s after B's commit: %s (%v), want CONFIRMED: A's stale row was cached", name, now.Status, err)
+				}
+			}
+		})
+	}
+}
+
+// hookedCommit runs after once, right after its first committed Update,
+// before the decorator over it does anything of its own.
+type hookedCommit struct {
+	order.Store
+	after func()
+}
+
+func (h *hookedCommit) Update(ctx context.Context, fn func(order.Tx) error) error {
+	err := h.Store.Update(ctx, fn)
+	if f := h.after; err == nil && f != nil {
+		h.after = nil
+		f()
+	}
+	return err
+}
+
+// A creates an order; B commits a change to it right after A's commit,
+// before A fills the cache with the order as created (an answer from
+// inventory overtaking the placement's fill). A's fill must be refused, so
+// both then read B's commit.
+func TestCreateFillRefusedAfterALaterCommit(t *testing.T) {
+	for name, open := range map[string]cachetest.Open{"memory": cachetest.Memory, "redis": redistest.Open} {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			handle := open(t)
+			e := newEnv(t, time.Hour)
+			log := slog.New(slog.DiscardHandler)
+			procB := ordercache.New(e.sql, handle(), time.Hour, log)
+			hooked := &hookedCommit{Store: e.sql}
+			procA := ordercache.New(hooked, handle(), time.Hour, log)
+
+			now := time.Now().UTC().Truncate(time.Microsecond)
+			o := order.Order{ID: uuid.Must(uuid.NewV7()).String(), CustomerID: "c", Status: order.Pending,
+				Items: []order.Item{{SKU: "A", Quantity: 1}}, CreatedAt: now, UpdatedAt: now}
+			hooked.after = func() {
+				if err := procB.Update(ctx, setStatus(o.ID, order.Confirmed, "")); err != nil {
+					t.Errorf("B's commit: %v", err)
+				}
+			}
+			if err := procA.Update(ctx, func(tx order.Tx) error { return tx.Create(ctx, o, now, "", "") }); err != nil {
+				t.Fatalf("A's create: %v", err)
+			}
+			for name, st := range map[string]*ordercache.Store{"A": procA, "B": procB} {
+				if got, err := st.Get(ctx, o.ID); err != nil || got.Status != order.Confirmed {
+					t.Errorf("read in %s after B's commit: %s (%v), want CONFIRMED: A cached the order as created", name, got.Status, err)
 				}
 			}
 		})
