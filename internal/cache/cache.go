@@ -29,7 +29,8 @@ type Cache interface {
 	Tokens(ctx context.Context, keys ...string) ([]uint64, error)
 	// Fill stores each entry's value under its key for ttl, but only if
 	// the key has not been invalidated since the Get or Tokens that
-	// returned the entry's token. A refused entry is not an error.
+	// returned the entry's token. A refused entry is not an error; a ttl
+	// of zero or less stores nothing.
 	Fill(ctx context.Context, ttl time.Duration, entries ...Entry) error
 	// Invalidate deletes keys and bumps their versions, so that fills of
 	// them begun before are refused. A missing key is no error.
@@ -116,6 +117,9 @@ func (c *Memory) Tokens(_ context.Context, keys ...string) ([]uint64, error) {
 // Fill stores each entry for ttl unless its key was invalidated since the
 // Get or Tokens that returned its token.
 func (c *Memory) Fill(_ context.Context, ttl time.Duration, entries ...Entry) error {
+	if ttl <= 0 {
+		return nil
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, e := range entries {

@@ -8,14 +8,16 @@ import (
 )
 
 // ReadThrough is the cache-aside logic the stores' cache decorators share:
-// a read is served from the cache or loaded and filled in, and the keys a
-// commit touched are invalidated after it. A cache failure is logged and the
+// a read is served from the cache or loaded and filled in, the keys a
+// commit changed are invalidated after it, and the keys a commit created
+// may be filled (primed) after it. A cache failure is logged and the
 // database answers: the cache is never the source of truth.
 //
 // A read fills the cache with the token its Get returned, so a commit whose
 // invalidation lands while the read is loading makes the fill a no-op: a
 // slow reader cannot put back the row the commit replaced, whichever
-// process the commit ran in. ReadThrough itself keeps no state.
+// process the commit ran in. A prime is guarded the same way, by tokens
+// taken before its commit. ReadThrough itself keeps no state.
 type ReadThrough[V any] struct {
 	cache Cache
 	ttl   time.Duration

@@ -62,13 +62,21 @@ func TestReadThroughSurvivesAFailingCache(t *testing.T) {
 	}
 }
 
-// A failing fill does not fail the read.
+// A failing fill does not fail the read, nor the prime after a commit.
 func TestReadThroughSurvivesAFailingFill(t *testing.T) {
 	ctx := context.Background()
 	rt := cache.NewReadThrough[string](failFill{cache.NewMemory(10)}, time.Minute, slog.New(slog.DiscardHandler))
 	v, err := rt.Get(ctx, "k", func(context.Context) (string, error) { return "db", nil })
 	if err != nil || v != "db" {
 		t.Fatalf("Get = %q, %v; want the database's %q", v, err, "db")
+	}
+	tokens := rt.Tokens(ctx, []string{"new"})
+	if len(tokens) != 1 {
+		t.Fatalf("Tokens = %v, want one token", tokens)
+	}
+	rt.Prime(ctx, []string{"new"}, tokens, []string{"created"})
+	if v, err := rt.Get(ctx, "new", func(context.Context) (string, error) { return "db", nil }); err != nil || v != "db" {
+		t.Errorf("Get after a failed prime = %q, %v; want the database's %q", v, err, "db")
 	}
 }
 

@@ -44,7 +44,7 @@ type Tx interface {
 	Idempotency(ctx context.Context, key string) (orderID, requestHash string, found bool, err error)
 	// Create stores o, received at accepted (for its timeline), and key ->
 	// o.ID when key is not empty. It returns ErrKeyTaken if key is stored
-	// already.
+	// already. Times are kept to the microsecond and read back in UTC.
 	Create(ctx context.Context, o Order, accepted time.Time, key, requestHash string) error
 	// SetStatus moves order id from status from to status to. It fails
 	// with ErrConflict, changing nothing, if the order is not in from.

@@ -151,12 +151,13 @@ func testFillRefusedAfterInvalidate(t *testing.T, open Open) {
 
 // A writer takes the tokens of the keys it is about to create, commits,
 // and fills them; another process's invalidation of one of them in between
-// (a later commit) refuses that entry alone.
+// (a later commit) refuses that entry, and only the entries whose version
+// it moved: a cache may keep one version for several keys.
 func testTokensGuardFills(t *testing.T, open Open) {
 	ctx := context.Background()
 	handle := open(t)
 	writer, other := handle(), handle()
-	keys := []string{"a", "b", "c"}
+	keys := []string{"b", "a", "c", "d", "e", "f", "g", "h"}
 	tokens, err := writer.Tokens(ctx, keys...)
 	if err != nil {
 		t.Fatalf("Tokens(%q): %v", keys, err)
@@ -170,6 +171,13 @@ func testTokensGuardFills(t *testing.T, open Open) {
 		}
 	}
 	invalidate(t, other, "b")
+	after, err := writer.Tokens(ctx, keys...)
+	if err != nil {
+		t.Fatalf("Tokens(%q) after the invalidation: %v", keys, err)
+	}
+	if after[0] == tokens[0] {
+		t.Fatalf("the version of b did not move when it was invalidated (%d)", after[0])
+	}
 	entries := make([]cache.Entry, len(keys))
 	for i, k := range keys {
 		entries[i] = cache.Entry{Key: k, Val: []byte("v-" + k), Token: tokens[i]}
@@ -177,18 +185,30 @@ func testTokensGuardFills(t *testing.T, open Open) {
 	if err := writer.Fill(ctx, time.Minute, entries...); err != nil {
 		t.Fatalf("Fill: %v", err)
 	}
-	wantValue(t, "filled with its token", other, "a", "v-a")
-	wantMissing(t, "invalidated after its token", writer, "b")
-	wantValue(t, "filled with its token", writer, "c", "v-c")
+	filled := 0
+	for i, k := range keys {
+		if after[i] != tokens[i] {
+			wantMissing(t, "invalidated after its token", other, k)
+			continue
+		}
+		wantValue(t, "filled with its token", other, k, "v-"+k)
+		filled++
+	}
+	if filled == 0 {
+		t.Fatalf("no entry was filled: every key's version moved with b's")
+	}
 
 	// Taking tokens leaves the values alone.
-	if _, err := writer.Tokens(ctx, "a"); err != nil {
-		t.Fatalf("Tokens(a): %v", err)
+	k := keys[len(keys)-1]
+	if _, err := writer.Tokens(ctx, k); err != nil {
+		t.Fatalf("Tokens(%q): %v", k, err)
 	}
-	wantValue(t, "after Tokens", writer, "a", "v-a")
+	if after[len(keys)-1] == tokens[len(keys)-1] {
+		wantValue(t, "after Tokens", writer, k, "v-"+k)
+	}
 }
 
-// No keys, no entries: no error, nothing changed.
+// No keys, no entries, no ttl: no error, nothing stored.
 func testNothingToDo(t *testing.T, open Open) {
 	ctx := context.Background()
 	c := open(t)()
@@ -198,7 +218,14 @@ func testNothingToDo(t *testing.T, open Open) {
 	if err := c.Fill(ctx, time.Minute); err != nil {
 		t.Errorf("Fill() = %v, want no error", err)
 	}
-	wantMissing(t, "after empty calls", c, "k")
+	tokens, err := c.Tokens(ctx, "k")
+	if err != nil {
+		t.Fatalf("Tokens(k): %v", err)
+	}
+	if err := c.Fill(ctx, 0, cache.Entry{Key: "k", Val: []byte("v"), Token: tokens[0]}); err != nil {
+		t.Errorf("Fill with no ttl = %v, want no error", err)
+	}
+	wantMissing(t, "after empty calls and a fill with no ttl", c, "k")
 }
 
 func testInvalidationSeenByPeer(t *testing.T, open Open) {

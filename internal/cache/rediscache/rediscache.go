@@ -186,7 +186,7 @@ func New(ctx context.Context, rawURL string, opts Options) (*Cache, error) {
 		opts.VersionTTL = DefaultVersionTTL
 	}
 	c := &Cache{
-		client:     redis.NewClient(ro),
+		client:     redis.NewClient(withContextTimeouts(ro)),
 		prefix:     opts.Prefix,
 		versionTTL: opts.VersionTTL,
 		get:        redis.NewScript(getScript),
@@ -199,6 +199,15 @@ func New(ctx context.Context, rawURL string, opts Options) (*Cache, error) {
 		return nil, fmt.Errorf("rediscache: connect to %s: %w", u.Redacted(), err)
 	}
 	return c, nil
+}
+
+// withContextTimeouts makes the client's commands end at their context's
+// deadline, not only at the connection's read and write timeouts (seconds):
+// a caller that bounds a call, as the order service does with the one it
+// makes inside a transaction, is not held up by a Redis that stalls.
+func withContextTimeouts(ro *redis.Options) *redis.Options {
+	ro.ContextTimeoutEnabled = true
+	return ro
 }
 
 // Close closes the connections to Redis.

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/convergehq/converge/internal/cache/cachetest"
 	"github.com/convergehq/converge/internal/cache/rediscache"
 	"github.com/convergehq/converge/internal/cache/rediscache/redistest"
@@ -44,6 +46,39 @@ func TestExpiredVersionRefusesFill(t *testing.T) {
 	}
 	if _, found, _, err := c.Get(ctx, "k"); err != nil || found {
 		t.Fatalf("Get after a fill on a re-created version: found %v, %v; want a miss", found, err)
+	}
+}
+
+// A command ends at its context's deadline when Redis does not answer, not
+// at the connection's timeouts (seconds): the order service bounds the one
+// call it makes inside a transaction, and a stalled Redis must not hold up
+// the commit. Redis is paused for half a second; without the deadline the
+// call would wait it out and succeed.
+func TestCommandEndsAtItsContextDeadline(t *testing.T) {
+	url := redistest.URL(t)
+	c := redistest.New(t, url, rediscache.Options{Prefix: redistest.Prefix(t, url)})
+	ctx := context.Background()
+	if _, err := c.Tokens(ctx, "k"); err != nil { // connected, script loaded
+		t.Fatal(err)
+	}
+	opts, err := redis.ParseURL(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := redis.NewClient(opts)
+	t.Cleanup(func() {
+		if err := admin.Do(context.Background(), "CLIENT", "UNPAUSE").Err(); err != nil {
+			t.Errorf("CLIENT UNPAUSE: %v", err)
+		}
+		_ = admin.Close()
+	})
+	if err := admin.Do(ctx, "CLIENT", "PAUSE", 500, "ALL").Err(); err != nil {
+		t.Fatalf("CLIENT PAUSE: %v", err)
+	}
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	if tokens, err := c.Tokens(short, "k"); err == nil {
+		t.Fatalf("Tokens against a paused Redis with a 50 ms deadline = %v, nil; want an error at the deadline", tokens)
 	}
 }
 

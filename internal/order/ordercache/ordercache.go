@@ -27,7 +27,7 @@ import (
 type Store struct {
 	next order.Store
 	// tracer records, under each order's trace, the transaction and the
-	// invalidation that served it; nil records nothing.
+	// cache write after it; nil records nothing.
 	tracer trace.Tracer
 	cache  *cache.ReadThrough[order.Order]
 }
@@ -57,6 +57,11 @@ func (s *Store) Record(ctx context.Context, id string) (order.Record, error) {
 	return s.next.Record(ctx, id)
 }
 
+// tokensTimeout bounds the cache call Update makes inside the transaction,
+// before its commit (a round trip to Redis, or a lock of the in-process
+// cache).
+const tokensTimeout = 100 * time.Millisecond
+
 // Update runs fn and, after the commit, invalidates every order it changed
 // and fills the cache with every order it created, so that the first read
 // of a new order (a client asking for its outcome right after the 202) is
@@ -81,14 +86,20 @@ func (s *Store) Update(ctx context.Context, fn func(order.Tx) error) error {
 		if err := fn(&tt); err != nil {
 			return err
 		}
-		tokens = s.cache.Tokens(ctx, tt.createdKeys())
+		if len(tt.created) > 0 {
+			// The cache must not hold up the commit: past tokensTimeout
+			// the new orders are invalidated instead, as changed ones.
+			tctx, cancel := context.WithTimeout(ctx, tokensTimeout)
+			tokens = s.cache.Tokens(tctx, tt.createdKeys())
+			cancel()
+		}
 		return nil
 	})
 	ended := time.Now()
 	if err == nil {
-		keys, tokens, orders, stale := tt.fresh(tokens)
+		fill, fillTokens, orders, stale := tt.split(tokens)
 		s.cache.Invalidate(ctx, stale)
-		s.cache.Prime(ctx, keys, tokens, orders)
+		s.cache.Prime(ctx, fill, fillTokens, orders)
 	}
 	if s.tracer != nil && len(parents) > 0 {
 		telemetry.Record(ctx, s.tracer, parents, "order DB A transaction", start, ended, err, attribute.Int("converge.orders", len(tt.changed)+len(tt.created)))
@@ -122,9 +133,14 @@ func (t *trackingTx) Create(ctx context.Context, o order.Order, accepted time.Ti
 	if err := t.Tx.Create(ctx, o, accepted, k, hash); err != nil {
 		return err
 	}
+	// As the store keeps it, and a read returns it (order.Tx.Create).
+	o.CreatedAt, o.UpdatedAt = micros(o.CreatedAt), micros(o.UpdatedAt)
 	t.created = append(t.created, o)
 	return nil
 }
+
+// micros is t to the microsecond, in UTC.
+func micros(t time.Time) time.Time { return time.UnixMicro(t.UnixMicro()).UTC() }
 
 func (t *trackingTx) SetStatus(ctx context.Context, id string, from, to order.Status, reason string, at time.Time) error {
 	t.parents.Add(ctx)
@@ -140,13 +156,13 @@ func (t *trackingTx) createdKeys() []string {
 	return keys
 }
 
-// fresh splits what the committed transaction wrote, given the tokens
+// split sorts out what the committed transaction wrote, given the tokens
 // taken before its commit for every order it created, in order: the orders
 // to fill, with their keys and tokens, and the keys to invalidate. Those
 // are the changed orders, plus any created order that was changed too, or
 // every created order if there are no tokens.
-func (t *trackingTx) fresh(tokens []uint64) (keys []string, kept []uint64, orders []order.Order, stale []string) {
-	stale = t.changed
+func (t *trackingTx) split(tokens []uint64) (keys []string, kept []uint64, orders []order.Order, stale []string) {
+	stale = slices.Clone(t.changed)
 	if len(t.created) == 0 {
 		return nil, nil, nil, stale
 	}

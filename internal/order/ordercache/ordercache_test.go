@@ -3,6 +3,7 @@ package ordercache_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"reflect"
 	"testing"
@@ -119,8 +120,16 @@ func TestGetIsCachedUntilUpdateInvalidates(t *testing.T) {
 func TestCreateFillsTheCache(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, engine store.Engine) {
 		e := newEnvOn(t, engine, time.Minute)
-		o := e.create(t)
-		stored, err := e.sql.Get(context.Background(), o.ID)
+		ctx := context.Background()
+		// Times finer than the store keeps, in another zone: the cache
+		// must hold what a read of the store returns.
+		o := newOrder()
+		o.CreatedAt = time.Now().In(time.FixedZone("X", 3600))
+		o.UpdatedAt = o.CreatedAt.Add(1500 * time.Nanosecond)
+		if err := e.st.Update(ctx, func(tx order.Tx) error { return tx.Create(ctx, o, o.CreatedAt, "", "") }); err != nil {
+			t.Fatalf("Create: %v", err)
+		}
+		stored, err := e.sql.Get(ctx, o.ID)
 		if err != nil {
 			t.Fatalf("uncached Get: %v", err)
 		}
@@ -225,4 +234,129 @@ func TestListIsNotCached(t *testing.T) {
 	if err != nil || len(got) != 1 || got[0].Reason != "sneaky" {
 		t.Errorf("List: got (%+v, %v), want the one order with reason sneaky", got, err)
 	}
+}
+
+// newOrder is a PENDING order with a fresh id, not stored.
+func newOrder() order.Order {
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	return order.Order{ID: uuid.Must(uuid.NewV7()).String(), CustomerID: "c", Status: order.Pending,
+		Items: []order.Item{{SKU: "A", Quantity: 1}}, CreatedAt: now, UpdatedAt: now}
+}
+
+// wantUncached checks that a read of id goes to the database: the row is
+// changed behind the cache's back, and the read must see the change.
+func (e *env) wantUncached(t testing.TB, what, id string) {
+	t.Helper()
+	e.sneak(t, id, "behind-the-cache")
+	if got := e.get(t, id); got.Reason != "behind-the-cache" {
+		t.Errorf("%s: Get(%s) = reason %q, want the database's %q: it was cached", what, id, got.Reason, "behind-the-cache")
+	}
+}
+
+// retryOnce runs the first Update's fn in a transaction it then rolls
+// back, and runs fn again in a new one, as a store does when its engine
+// asks it to retry.
+type retryOnce struct {
+	order.Store
+	retried bool
+}
+
+var errRetry = errors.New("retry")
+
+func (r *retryOnce) Update(ctx context.Context, fn func(order.Tx) error) error {
+	if !r.retried {
+		r.retried = true
+		err := r.Store.Update(ctx, func(tx order.Tx) error {
+			if err := fn(tx); err != nil {
+				return err
+			}
+			return errRetry
+		})
+		if !errors.Is(err, errRetry) {
+			return err
+		}
+	}
+	return r.Store.Update(ctx, fn)
+}
+
+// An order created by a run of the transaction that was rolled back is not
+// cached: only what the committed run created is.
+func TestRetriedCreateCachesOnlyTheCommittedRun(t *testing.T) {
+	e := newEnv(t, time.Minute)
+	st := ordercache.New(&retryOnce{Store: e.sql}, e.mem, time.Minute, slog.New(slog.DiscardHandler))
+	var runs []order.Order
+	ctx := context.Background()
+	if err := st.Update(ctx, func(tx order.Tx) error {
+		o := newOrder() // a new id each run, as a placement makes
+		runs = append(runs, o)
+		return tx.Create(ctx, o, o.CreatedAt, "", "")
+	}); err != nil {
+		t.Fatalf("Update: %v", err)
+	}
+	if len(runs) != 2 {
+		t.Fatalf("fn ran %d times, want 2", len(runs))
+	}
+	if _, err := st.Get(ctx, runs[0].ID); !errors.Is(err, order.ErrNotFound) {
+		t.Errorf("Get(the rolled-back run's order) = %v, want ErrNotFound: a phantom was cached", err)
+	}
+	e.sneak(t, runs[1].ID, "behind-the-cache")
+	e.wantGet(t, "the committed run's order", runs[1].ID, order.Pending, "")
+}
+
+// tokensFail is a cache whose Tokens fails, or with stall, waits for its
+// context to end first.
+type tokensFail struct {
+	*cache.Memory
+	stall bool
+}
+
+func (c tokensFail) Tokens(ctx context.Context, _ ...string) ([]uint64, error) {
+	if c.stall {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	return nil, errors.New("cache down")
+}
+
+// Without tokens a new order is invalidated, not cached, and a cache that
+// stalls does not hold up the commit.
+func TestCreateWithoutTokens(t *testing.T) {
+	for _, stall := range []bool{false, true} {
+		t.Run(fmt.Sprintf("stall=%v", stall), func(t *testing.T) {
+			e := newEnv(t, time.Minute)
+			e.st = ordercache.New(e.sql, tokensFail{Memory: e.mem, stall: stall}, time.Minute, slog.New(slog.DiscardHandler))
+			o := newOrder()
+			ctx := context.Background()
+			done := make(chan error, 1)
+			go func() {
+				done <- e.st.Update(ctx, func(tx order.Tx) error { return tx.Create(ctx, o, o.CreatedAt, "", "") })
+			}()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatalf("Update: %v", err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("Update still waiting after 5s: the stalled cache holds up the commit")
+			}
+			e.wantUncached(t, "a new order without tokens", o.ID)
+		})
+	}
+}
+
+// An order created and changed in one transaction is invalidated: the
+// order as created is not what the commit left.
+func TestCreatedAndChangedIsNotCached(t *testing.T) {
+	e := newEnv(t, time.Minute)
+	o := newOrder()
+	ctx := context.Background()
+	if err := e.st.Update(ctx, func(tx order.Tx) error {
+		if err := tx.Create(ctx, o, o.CreatedAt, "", ""); err != nil {
+			return err
+		}
+		return tx.SetStatus(ctx, o.ID, order.Pending, order.Confirmed, "", time.Now())
+	}); err != nil {
+		t.Fatalf("Update: %v", err)
+	}
+	e.wantUncached(t, "created and changed", o.ID)
 }
