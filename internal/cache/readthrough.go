@@ -94,9 +94,9 @@ func (r *ReadThrough[V]) Prime(ctx context.Context, keys []string, tokens []uint
 		}
 		entries = append(entries, Entry{Key: keys[i], Val: b, Token: tokens[i]})
 	}
-	// The commit is done: a cancelled request need not cost the next
-	// reader a miss.
-	if err := r.cache.Fill(context.WithoutCancel(ctx), r.ttl, entries...); err != nil {
+	ctx, cancel := afterCommit(ctx)
+	defer cancel()
+	if err := r.cache.Fill(ctx, r.ttl, entries...); err != nil {
 		r.log.WarnContext(ctx, "cache fill failed; the new entries are left to the first read", "keys", keys, "err", err)
 	}
 }
@@ -107,9 +107,21 @@ func (r *ReadThrough[V]) Invalidate(ctx context.Context, keys []string) {
 	if len(keys) == 0 {
 		return
 	}
-	// The commit is done: a cancelled request must not skip the
-	// invalidation.
-	if err := r.cache.Invalidate(context.WithoutCancel(ctx), keys...); err != nil {
+	ctx, cancel := afterCommit(ctx)
+	defer cancel()
+	if err := r.cache.Invalidate(ctx, keys...); err != nil {
 		r.log.WarnContext(ctx, "cache invalidation failed; entries expire with the TTL", "keys", keys, "err", err)
 	}
+}
+
+// afterCommitTimeout bounds a cache write made after a commit, whose
+// caller (say, a placement waiting for its 202) waits for it: a cache that
+// stalls fails it instead, it is logged, and the TTL is the safety net.
+const afterCommitTimeout = time.Second
+
+// afterCommit is the context of a cache write after a commit: the commit
+// is done, so a cancelled request must not skip the write, but the write
+// is bounded by afterCommitTimeout.
+func afterCommit(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), afterCommitTimeout)
 }

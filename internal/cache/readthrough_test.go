@@ -97,3 +97,34 @@ func TestReadThroughDoesNotCacheALoadError(t *testing.T) {
 		t.Fatal("a failed load was cached")
 	}
 }
+
+// stalled is a cache whose writes wait for their context to end.
+type stalled struct{ *cache.Memory }
+
+func (stalled) Fill(ctx context.Context, _ time.Duration, _ ...cache.Entry) error {
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+func (stalled) Invalidate(ctx context.Context, _ ...string) error {
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// The writes after a commit, which a client's answer waits for, end even
+// when the cache stalls and the caller's context has no deadline.
+func TestWritesAfterACommitEndWhenTheCacheStalls(t *testing.T) {
+	ctx := context.Background()
+	rt := cache.NewReadThrough[string](stalled{cache.NewMemory(10)}, time.Minute, slog.New(slog.DiscardHandler))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		rt.Invalidate(ctx, []string{"k"})
+		rt.Prime(ctx, []string{"new"}, rt.Tokens(ctx, []string{"new"}), []string{"created"})
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Invalidate and Prime still waiting on a stalled cache after 10s")
+	}
+}

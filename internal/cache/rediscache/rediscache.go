@@ -204,7 +204,10 @@ func New(ctx context.Context, rawURL string, opts Options) (*Cache, error) {
 // withContextTimeouts makes the client's commands end at their context's
 // deadline, not only at the connection's read and write timeouts (seconds):
 // a caller that bounds a call, as the order service does with the one it
-// makes inside a transaction, is not held up by a Redis that stalls.
+// makes inside a transaction, is not held up by a Redis that stalls. A
+// command cut short closes its connection (its answer may still come) and
+// may still run on the server; a Redis slower than the deadlines therefore
+// costs new connections, and the callers fall back as for a failure.
 func withContextTimeouts(ro *redis.Options) *redis.Options {
 	ro.ContextTimeoutEnabled = true
 	return ro

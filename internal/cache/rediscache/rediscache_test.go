@@ -3,7 +3,10 @@ package rediscache_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -52,33 +55,113 @@ func TestExpiredVersionRefusesFill(t *testing.T) {
 // A command ends at its context's deadline when Redis does not answer, not
 // at the connection's timeouts (seconds): the order service bounds the one
 // call it makes inside a transaction, and a stalled Redis must not hold up
-// the commit. Redis is paused for half a second; without the deadline the
-// call would wait it out and succeed.
+// the commit. The client talks to Redis through a proxy that holds the
+// command back for a second; without the deadline the call would wait
+// that out and succeed.
 func TestCommandEndsAtItsContextDeadline(t *testing.T) {
 	url := redistest.URL(t)
-	c := redistest.New(t, url, rediscache.Options{Prefix: redistest.Prefix(t, url)})
-	ctx := context.Background()
-	if _, err := c.Tokens(ctx, "k"); err != nil { // connected, script loaded
-		t.Fatal(err)
-	}
 	opts, err := redis.ParseURL(url)
 	if err != nil {
 		t.Fatal(err)
 	}
-	admin := redis.NewClient(opts)
-	t.Cleanup(func() {
-		if err := admin.Do(context.Background(), "CLIENT", "UNPAUSE").Err(); err != nil {
-			t.Errorf("CLIENT UNPAUSE: %v", err)
-		}
-		_ = admin.Close()
-	})
-	if err := admin.Do(ctx, "CLIENT", "PAUSE", 500, "ALL").Err(); err != nil {
-		t.Fatalf("CLIENT PAUSE: %v", err)
+	p := newStallingProxy(t, opts.Addr)
+	proxied := strings.Replace(url, opts.Addr, p.addr(), 1)
+	c := redistest.New(t, proxied, rediscache.Options{Prefix: redistest.Prefix(t, url)})
+	ctx := context.Background()
+	if _, err := c.Tokens(ctx, "k"); err != nil { // connected, script loaded
+		t.Fatal(err)
 	}
+	p.stall(time.Second)
 	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
 	defer cancel()
 	if tokens, err := c.Tokens(short, "k"); err == nil {
-		t.Fatalf("Tokens against a paused Redis with a 50 ms deadline = %v, nil; want an error at the deadline", tokens)
+		t.Fatalf("Tokens through a stalled Redis with a 50 ms deadline = %v, nil; want an error at the deadline", tokens)
+	}
+	if _, err := c.Tokens(ctx, "k"); err != nil {
+		t.Fatalf("Tokens once the stall is over: %v", err)
+	}
+}
+
+// stallingProxy forwards TCP connections to a Redis, and for a while
+// holds back what the clients send.
+type stallingProxy struct {
+	ln      net.Listener
+	mu      sync.Mutex
+	resumed chan struct{} // closed when no stall is on
+}
+
+func newStallingProxy(t *testing.T, target string) *stallingProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &stallingProxy{ln: ln, resumed: make(chan struct{})}
+	close(p.resumed)
+	var wg sync.WaitGroup
+	var conns []net.Conn
+	var connsMu sync.Mutex
+	t.Cleanup(func() {
+		_ = ln.Close()
+		connsMu.Lock()
+		for _, c := range conns {
+			_ = c.Close()
+		}
+		connsMu.Unlock()
+		wg.Wait()
+	})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			client, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			server, err := net.Dial("tcp", target)
+			if err != nil {
+				_ = client.Close()
+				continue
+			}
+			connsMu.Lock()
+			conns = append(conns, client, server)
+			connsMu.Unlock()
+			wg.Add(2)
+			go func() { defer wg.Done(); p.forward(server, client); _ = server.Close() }()
+			go func() { defer wg.Done(); _, _ = io.Copy(client, server); _ = client.Close() }()
+		}
+	}()
+	return p
+}
+
+func (p *stallingProxy) addr() string { return p.ln.Addr().String() }
+
+// stall holds back what clients send for d.
+func (p *stallingProxy) stall(d time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	resumed := make(chan struct{})
+	p.resumed = resumed
+	time.AfterFunc(d, func() { close(resumed) })
+}
+
+// forward copies from src to dst, each read waiting out a stall first.
+func (p *stallingProxy) forward(dst, src net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			p.mu.Lock()
+			resumed := p.resumed
+			p.mu.Unlock()
+			<-resumed
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
 	}
 }
 

@@ -59,14 +59,18 @@ func (s *Store) Record(ctx context.Context, id string) (order.Record, error) {
 
 // tokensTimeout bounds the cache call Update makes inside the transaction,
 // before its commit (a round trip to Redis, or a lock of the in-process
-// cache).
-const tokensTimeout = 100 * time.Millisecond
+// cache): it holds the transaction's locks, on SQLite the only writer's.
+const tokensTimeout = 50 * time.Millisecond
 
 // Update runs fn and, after the commit, invalidates every order it changed
 // and fills the cache with every order it created, so that the first read
 // of a new order (a client asking for its outcome right after the 202) is
 // a hit. The new orders' tokens are taken before the commit: a later
 // commit's invalidation, in this process or another, refuses the fill.
+//
+// A created order is invalidated instead, as a changed one, when the
+// transaction also changed it, or when the cache gave no tokens (it failed,
+// or took longer than tokensTimeout).
 //
 // A changed order is only invalidated, never stored so: a fill does not
 // bump the key's version, so a reader or another writer holding the same
