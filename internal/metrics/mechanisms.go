@@ -83,21 +83,56 @@ func Outbox(reg prometheus.Registerer, backlog func(ctx context.Context) (int64,
 	}})
 }
 
-// Cache wraps c so that its lookups are counted as hits, misses or errors;
-// kind says what c is ("memory", "redis").
+// Cache wraps c so that its lookups are counted as hits, misses or errors,
+// and the failures of its other calls by call; kind says what c is
+// ("memory", "redis").
 func Cache(reg prometheus.Registerer, c cache.Cache, kind string) cache.Cache {
 	lookups := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name:        "converge_cache_lookups_total",
 		Help:        "Cache lookups by result: hit, miss (then read from the database) or error.",
 		ConstLabels: prometheus.Labels{"cache": kind},
 	}, []string{"result"})
-	reg.MustRegister(lookups)
-	return &countedCache{Cache: c, hit: lookups.WithLabelValues("hit"), miss: lookups.WithLabelValues("miss"), err: lookups.WithLabelValues("error")}
+	writeErrs := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "converge_cache_write_errors_total",
+		Help: "Cache calls of the write path that failed, by op: tokens (taken before a commit; its new entries are invalidated instead), " +
+			"fill (a later read misses) or invalidate (the entry it should have dropped lives until its TTL).",
+		ConstLabels: prometheus.Labels{"cache": kind},
+	}, []string{"op"})
+	reg.MustRegister(lookups, writeErrs)
+	return &countedCache{Cache: c,
+		hit: lookups.WithLabelValues("hit"), miss: lookups.WithLabelValues("miss"), err: lookups.WithLabelValues("error"),
+		tokensErr: writeErrs.WithLabelValues("tokens"), fillErr: writeErrs.WithLabelValues("fill"), invalidateErr: writeErrs.WithLabelValues("invalidate"),
+	}
 }
 
 type countedCache struct {
 	cache.Cache
-	hit, miss, err prometheus.Counter
+	hit, miss, err                    prometheus.Counter
+	tokensErr, fillErr, invalidateErr prometheus.Counter
+}
+
+func (c *countedCache) Tokens(ctx context.Context, keys ...string) ([]uint64, error) {
+	tokens, err := c.Cache.Tokens(ctx, keys...)
+	countErr(c.tokensErr, err)
+	return tokens, err
+}
+
+func (c *countedCache) Fill(ctx context.Context, ttl time.Duration, entries ...cache.Entry) error {
+	err := c.Cache.Fill(ctx, ttl, entries...)
+	countErr(c.fillErr, err)
+	return err
+}
+
+func (c *countedCache) Invalidate(ctx context.Context, keys ...string) error {
+	err := c.Cache.Invalidate(ctx, keys...)
+	countErr(c.invalidateErr, err)
+	return err
+}
+
+func countErr(c prometheus.Counter, err error) {
+	if err != nil {
+		c.Inc()
+	}
 }
 
 func (c *countedCache) Get(ctx context.Context, key string) ([]byte, bool, uint64, error) {

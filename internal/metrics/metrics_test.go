@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/convergehq/converge/internal/cache"
 	"github.com/convergehq/converge/internal/metrics"
 	"github.com/convergehq/converge/internal/metrics/metricstest"
 	"github.com/convergehq/converge/internal/web"
@@ -173,6 +174,63 @@ func TestRegistryHasRuntimeAndRole(t *testing.T) {
 	for name := range f {
 		if strings.HasPrefix(name, "promhttp_") {
 			t.Errorf("%s served: the handler must not register in a global registry", name)
+		}
+	}
+}
+
+// failingWrites is a cache whose calls of the write path fail.
+type failingWrites struct{ *cache.Memory }
+
+var errCacheDown = errors.New("cache down")
+
+func (failingWrites) Tokens(context.Context, ...string) ([]uint64, error) { return nil, errCacheDown }
+func (failingWrites) Fill(context.Context, time.Duration, ...cache.Entry) error {
+	return errCacheDown
+}
+func (failingWrites) Invalidate(context.Context, ...string) error { return errCacheDown }
+
+// A cache's lookups are counted by result, and the failures of its write
+// path by call; a call that succeeds counts no failure.
+func TestCacheCounts(t *testing.T) {
+	ctx := context.Background()
+	reg := metrics.New("test")
+	mem := cache.NewMemory(10)
+	ok := metrics.Cache(reg, mem, "memory")
+	_, _, tok, _ := ok.Get(ctx, "k") // a miss
+	if err := ok.Fill(ctx, time.Minute, cache.Entry{Key: "k", Val: []byte("v"), Token: tok}); err != nil {
+		t.Fatal(err)
+	}
+	ok.Get(ctx, "k") // a hit
+	if _, err := ok.Tokens(ctx, "n"); err != nil {
+		t.Fatal(err)
+	}
+	if err := ok.Invalidate(ctx, "k"); err != nil {
+		t.Fatal(err)
+	}
+	failing := metrics.Cache(reg, failingWrites{mem}, "redis")
+	failing.Tokens(ctx, "n")
+	failing.Fill(ctx, time.Minute, cache.Entry{Key: "n"})
+	failing.Fill(ctx, time.Minute, cache.Entry{Key: "n"})
+	failing.Invalidate(ctx, "n")
+
+	f := metricstest.Scrape(t, serve(t, reg, http.NotFoundHandler())+"/metrics")
+	if n := f.Series("converge_cache_write_errors_total", "cache", "memory"); n != 3 {
+		t.Errorf("converge_cache_write_errors_total has %d series for the memory cache, want 3 (tokens, fill, invalidate) from the start", n)
+	}
+	for _, c := range []struct {
+		name  string
+		match []string
+		want  float64
+	}{
+		{"converge_cache_lookups_total", []string{"cache", "memory", "result", "hit"}, 1},
+		{"converge_cache_lookups_total", []string{"cache", "memory", "result", "miss"}, 1},
+		{"converge_cache_write_errors_total", []string{"cache", "memory"}, 0},
+		{"converge_cache_write_errors_total", []string{"cache", "redis", "op", "tokens"}, 1},
+		{"converge_cache_write_errors_total", []string{"cache", "redis", "op", "fill"}, 2},
+		{"converge_cache_write_errors_total", []string{"cache", "redis", "op", "invalidate"}, 1},
+	} {
+		if got := f.Sum(c.name, c.match...); got != c.want {
+			t.Errorf("%s%v = %v, want %v", c.name, c.match, got, c.want)
 		}
 	}
 }
