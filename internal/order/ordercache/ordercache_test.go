@@ -51,10 +51,9 @@ func (e *env) create(t testing.TB) order.Order {
 
 func (e *env) createID(t testing.TB, id string) order.Order {
 	t.Helper()
-	now := time.Now().UTC().Truncate(time.Microsecond)
-	o := order.Order{ID: id, CustomerID: "c", Status: order.Pending,
-		Items: []order.Item{{SKU: "A", Quantity: 1}}, CreatedAt: now, UpdatedAt: now}
-	if err := e.st.Update(context.Background(), func(tx order.Tx) error { return tx.Create(context.Background(), o, now, "", "") }); err != nil {
+	o := newOrder()
+	o.ID = id
+	if err := e.st.Update(context.Background(), createTx(o)); err != nil {
 		t.Fatalf("Create: %v", err)
 	}
 	return o
@@ -87,6 +86,11 @@ func (e *env) wantGet(t testing.TB, what, id string, status order.Status, reason
 	if o.Status != status || o.Reason != reason {
 		t.Errorf("%s: Get(%s) = (%s, %q), want (%s, %q)", what, id, o.Status, o.Reason, status, reason)
 	}
+}
+
+// createTx creates o, received when it was created.
+func createTx(o order.Order) func(order.Tx) error {
+	return func(tx order.Tx) error { return tx.Create(context.Background(), o, o.CreatedAt, "", "") }
 }
 
 func setStatus(id string, st order.Status, reason string) func(order.Tx) error {
@@ -126,7 +130,7 @@ func TestCreateFillsTheCache(t *testing.T) {
 		o := newOrder()
 		o.CreatedAt = time.Now().In(time.FixedZone("X", 3600))
 		o.UpdatedAt = o.CreatedAt.Add(1500 * time.Nanosecond)
-		if err := e.st.Update(ctx, func(tx order.Tx) error { return tx.Create(ctx, o, o.CreatedAt, "", "") }); err != nil {
+		if err := e.st.Update(ctx, createTx(o)); err != nil {
 			t.Fatalf("Create: %v", err)
 		}
 		stored, err := e.sql.Get(ctx, o.ID)
@@ -207,7 +211,7 @@ func TestFailedCreateDoesNotCache(t *testing.T) {
 	// A second Create of the same id fails; nothing changes in the cache.
 	e.get(t, o.ID)
 	e.sneak(t, o.ID, "sneaky")
-	err := e.st.Update(context.Background(), func(tx order.Tx) error { return tx.Create(context.Background(), o, o.CreatedAt, "", "") })
+	err := e.st.Update(context.Background(), createTx(o))
 	if err == nil {
 		t.Fatal("Create of an existing id: got nil, want an error")
 	}
@@ -329,7 +333,7 @@ func TestCreateWithoutTokens(t *testing.T) {
 			ctx := context.Background()
 			done := make(chan error, 1)
 			go func() {
-				done <- e.st.Update(ctx, func(tx order.Tx) error { return tx.Create(ctx, o, o.CreatedAt, "", "") })
+				done <- e.st.Update(ctx, createTx(o))
 			}()
 			select {
 			case err := <-done:

@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/uuid"
-
 	"github.com/convergehq/converge/internal/cache"
 	"github.com/convergehq/converge/internal/cache/cachetest"
 	"github.com/convergehq/converge/internal/cache/rediscache/redistest"
@@ -138,15 +136,13 @@ func TestCreateFillRefusedAfterALaterCommit(t *testing.T) {
 			hooked := &hookedCommit{Store: e.sql}
 			procA := ordercache.New(hooked, handle(), time.Hour, log)
 
-			now := time.Now().UTC().Truncate(time.Microsecond)
-			o := order.Order{ID: uuid.Must(uuid.NewV7()).String(), CustomerID: "c", Status: order.Pending,
-				Items: []order.Item{{SKU: "A", Quantity: 1}}, CreatedAt: now, UpdatedAt: now}
+			o := newOrder()
 			hooked.after = func() {
 				if err := procB.Update(ctx, setStatus(o.ID, order.Confirmed, "")); err != nil {
 					t.Errorf("B's commit: %v", err)
 				}
 			}
-			if err := procA.Update(ctx, func(tx order.Tx) error { return tx.Create(ctx, o, now, "", "") }); err != nil {
+			if err := procA.Update(ctx, createTx(o)); err != nil {
 				t.Fatalf("A's create: %v", err)
 			}
 			for name, st := range map[string]*ordercache.Store{"A": procA, "B": procB} {
